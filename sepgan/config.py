@@ -1,0 +1,22 @@
+"""Reading the project's Hydra configs from Python (benchmarks, tests, notebooks) without a command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The training config with `overrides`, as `python -m sepgan.train` would compose it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def build_separator(cfg: DictConfig):
+    """The separator a config describes (front-end + model), untrained."""
+    return instantiate(cfg.model, frontend=instantiate(cfg.frontend), _convert_="all")

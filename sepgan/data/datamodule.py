@@ -1,0 +1,190 @@
+"""Datasets of mixtures made on the fly, and the LightningDataModule that serves them.
+
+Training examples are new every time (random speech, noise class, excerpt, SNR and gain);
+validation and test examples are fixed by seed, so every epoch and every run sees the same ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sepgan.data import synthetic
+from sepgan.data.corpora import (
+    Corpus,
+    Recording,
+    scan_folder,
+    scan_librispeech,
+    scan_urbansound8k,
+    split_by_fold,
+    split_by_group,
+    synthetic_noise,
+    synthetic_speech,
+)
+from sepgan.data.mixing import Mixer
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class MixtureDataset(Dataset):
+    """`length` mixtures of speech and noise; noise classes are drawn with equal probability.
+
+    With `seed` set, example i is the same every time (validation/test); with `seed=None` each
+    access draws fresh randomness from torch's generator, which Lightning seeds per worker.
+    """
+
+    def __init__(self, speech: Corpus, noise: Corpus, mixer: Mixer, length: int, seed: int | None = None):
+        self.speech, self.noise, self.mixer = speech, noise, mixer
+        self.length, self.seed = length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if self.seed is None:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        else:
+            rng = np.random.default_rng([self.seed, index])
+        for _ in range(50):
+            speech = self.speech.load(int(rng.integers(len(self.speech))))
+            label = self.noise.labels[rng.integers(len(self.noise.labels))]
+            noise_index = self.noise.by_label[label][rng.integers(len(self.noise.by_label[label]))]
+            example = self.mixer(speech, self.noise.load(noise_index), rng)
+            if example is not None:
+                example = {k: torch.as_tensor(v) for k, v in example.items()}
+                example["noise_class"] = self.noise.labels.index(label)
+                return example
+        raise RuntimeError("50 draws in a row gave silent speech or noise excerpts; check the corpus for silent files")
+
+
+class SeparationDataModule(pl.LightningDataModule):
+    """Speech and noise corpora (real from `root`/`speech_dir`/`noise_dir`, or the synthetic stand-in), split and mixed.
+
+    Real noise classes are the sub-folders of the noise folder (or UrbanSound8K classes); a class
+    not found there but known to the synthetic generator (e.g. `tone`) is synthesised, as the
+    study did for tones.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        root: str | None = None,
+        speech_dir: str | None = None,
+        noise_dir: str | None = None,
+        speech_subdir: str = "speech/librispeech_train-clean-100",
+        noise_subdir: str = "noise",
+        noise_classes: list[str] | None = None,
+        folds: dict[str, list[int]] | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        segment_seconds: float = 2.0,
+        snr_db: tuple[float, float] = (-5.0, 10.0),
+        gain_db: tuple[float, float] = (-25.0, -10.0),
+        batch_size: int = 8,
+        num_workers: int = 2,
+        train_examples: int = 2000,
+        val_examples: int = 64,
+        test_examples: int = 64,
+        seed: int = 0,
+        synthetic_speakers: int = 60,
+        synthetic_utterances: int = 3,
+        synthetic_noise_recordings: int = 24,
+        synthetic_seconds: float = 4.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.mixer = Mixer(int(round(segment_seconds * sample_rate)), tuple(snr_db), tuple(gain_db))
+        self.corpora: dict[str, tuple[Corpus, Corpus]] = {}
+        self.datasets: dict[str, MixtureDataset] = {}
+
+    # ---- corpora -------------------------------------------------------------------------------
+    def _speech_recordings(self) -> list[Recording]:
+        h = self.hparams
+        if h.speech_dir is None and h.root is None:
+            return synthetic_speech(h.synthetic_speakers, h.synthetic_utterances)
+        path = Path(h.speech_dir) if h.speech_dir else Path(h.root) / h.speech_subdir
+        return scan_librispeech(path)
+
+    def _noise_recordings(self) -> list[Recording]:
+        h = self.hparams
+        wanted = list(h.noise_classes) if h.noise_classes else None
+        if h.noise_dir is None and h.root is None:
+            return synthetic_noise(wanted or list(synthetic.NOISE_KINDS), h.synthetic_noise_recordings)
+        path = Path(h.noise_dir) if h.noise_dir else Path(h.root) / h.noise_subdir
+        if (path / "metadata" / "UrbanSound8K.csv").exists():
+            real = scan_urbansound8k(path)
+        else:
+            real = scan_folder(path, what="noise folder")
+        available = sorted({r.label for r in real})
+        if wanted is None:
+            return real
+        missing = [c for c in wanted if c not in available]
+        unknown = [c for c in missing if c not in synthetic.NOISE_KINDS]
+        if unknown:
+            raise ValueError(f"data.noise_classes: unknown class(es) {unknown}; classes in '{path}': {available}; "
+                             f"synthetic classes: {list(synthetic.NOISE_KINDS)}")
+        if missing:
+            log.info("noise classes %s are not in '%s': using the synthetic generator for them", missing, path)
+        return [r for r in real if r.label in wanted] + synthetic_noise(missing, self.hparams.synthetic_noise_recordings)
+
+    def _split_noise(self, recordings: list[Recording]) -> dict[str, list[Recording]]:
+        """Split each class on its own, so every class appears in every split."""
+        h = self.hparams
+        out = {name: [] for name in SPLITS}
+        for label in sorted({r.label for r in recordings}):
+            members = [r for r in recordings if r.label == label]
+            if h.folds and members[0].fold is not None:
+                parts = split_by_fold(members, h.folds)
+            else:
+                parts = split_by_group(members, h.val_fraction, h.test_fraction, h.seed)
+            for name in SPLITS:
+                out[name] += parts[name]
+        return out
+
+    def build_corpora(self) -> None:
+        h = self.hparams
+        speech = split_by_group(self._speech_recordings(), h.val_fraction, h.test_fraction, h.seed)
+        noise = self._split_noise(self._noise_recordings())
+        for name in SPLITS:
+            self.corpora[name] = (Corpus(speech[name], h.sample_rate, h.synthetic_seconds),
+                                  Corpus(noise[name], h.sample_rate, h.synthetic_seconds))
+            for corpus in self.corpora[name]:
+                corpus.check_readable()
+        train_speech, train_noise = self.corpora["train"]
+        log.info("data: %d speech recordings (%d speakers) and %d noise recordings in %d classes for training",
+                 len(train_speech), len({r.group for r in train_speech.recordings}), len(train_noise),
+                 len(train_noise.labels))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        h = self.hparams
+        self.build_corpora()
+        lengths = {"train": h.train_examples, "val": h.val_examples, "test": h.test_examples}
+        seeds = {"train": None, "val": h.seed + 1, "test": h.seed + 2}
+        for name in SPLITS:
+            speech, noise = self.corpora[name]
+            # Decode everything once in this process, before data-loader workers fork and share it.
+            speech.preload()
+            noise.preload()
+            self.datasets[name] = MixtureDataset(speech, noise, self.mixer, lengths[name], seeds[name])
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        h = self.hparams
+        return DataLoader(self.datasets[name], batch_size=h.batch_size, shuffle=shuffle, num_workers=h.num_workers,
+                          persistent_workers=h.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=False)  # every example is already random
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,142 @@
+"""Every training loss as a plain function, and `SeparationLoss`, their weighted sum from config.
+
+Spectrogram losses compare features in the separator's normalised domain (mixture RMS = 1), so
+their size does not depend on how loud an example is. Waveform losses (projection, SI-SDR) are
+scale-invariant by construction.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ssim
+from torch import nn
+
+from sepgan.audio import FrontEnd
+from sepgan.metrics import si_sdr
+from sepgan.models.separator import Separation
+
+
+def feature_magnitude(features: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, freq, frames) magnitude of complex (2-channel) or magnitude (1-channel) features."""
+    if features.shape[1] == 2:
+        return features.pow(2).sum(dim=1, keepdim=True).add(1e-12).sqrt()
+    return features.abs()
+
+
+def mse(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (estimate - target).pow(2).mean()
+
+
+def noise_weighted_mse(estimate: torch.Tensor, target: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Squared error weighted per time-frequency bin by the true noise magnitude.
+
+    The study's 1e4*mean((V'-V)^2*|N|): errors count most where the noise is strong, which is
+    where a plain MSE lets noise leak through. Weights are divided by their mean per example so
+    the term's size does not follow the noise level.
+    """
+    weight = feature_magnitude(noise)
+    weight = weight / weight.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+    return ((estimate - target).pow(2) * weight).mean()
+
+
+def huber(estimate: torch.Tensor, target: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """Huber loss (Model B's loss on the noise estimate): quadratic near 0, linear beyond `delta`."""
+    return F.huber_loss(estimate, target, delta=delta)
+
+
+def log_magnitude_image(features: torch.Tensor, reference: torch.Tensor, range_db: float = 80.0) -> torch.Tensor:
+    """Log-magnitude in [0, 1]: 1 at the reference's peak, 0 at `range_db` below it (per example)."""
+    db = 20 * torch.log10(feature_magnitude(features) + 1e-8)
+    peak = (20 * torch.log10(feature_magnitude(reference) + 1e-8)).amax(dim=(1, 2, 3), keepdim=True)
+    return ((db - peak + range_db) / range_db).clamp(0.0, 1.0)
+
+
+def ssim_loss(estimate: torch.Tensor, target: torch.Tensor, range_db: float = 80.0) -> torch.Tensor:
+    """1 - SSIM between normalised log-magnitude spectrograms (pytorch-msssim, differentiable)."""
+    x = log_magnitude_image(estimate, target, range_db)
+    y = log_magnitude_image(target, target, range_db)
+    win = min(11, *x.shape[-2:])
+    win -= 1 - win % 2  # odd window no larger than the image
+    return 1.0 - ssim(x, y, data_range=1.0, size_average=True, win_size=win)
+
+
+def projection(estimate: torch.Tensor, speech: torch.Tensor, noise: torch.Tensor, eps: float = 1e-6):
+    """Least-squares decomposition estimate = a*speech + b*noise + residual, per example.
+
+    Returns (a, b, residual) with a and b of shape (batch,) and the residual like the estimate.
+    """
+    vv = (speech * speech).sum(-1)
+    nn_ = (noise * noise).sum(-1)
+    vn = (speech * noise).sum(-1)
+    ve = (speech * estimate).sum(-1)
+    ne = (noise * estimate).sum(-1)
+    ridge = eps * (vv + nn_)  # keeps the 2x2 system solvable when speech and noise are (nearly) parallel
+    det = (vv + ridge) * (nn_ + ridge) - vn * vn
+    a = ((nn_ + ridge) * ve - vn * ne) / det
+    b = ((vv + ridge) * ne - vn * ve) / det
+    residual = estimate - a[:, None] * speech - b[:, None] * noise
+    return a, b, residual
+
+
+def projection_loss(estimate: torch.Tensor, speech: torch.Tensor, noise: torch.Tensor,
+                    scale_weight: float = 1.0, noise_weight: float = 1.0, residual_weight: float = 1.0) -> torch.Tensor:
+    """The study's source projection loss: drive a -> 1, b -> 0 and the residual -> 0.
+
+    Residual energy is measured relative to the speech energy, so the loss is 0 exactly when the
+    estimate equals the speech and does not depend on the signal level.
+    """
+    a, b, residual = projection(estimate, speech, noise)
+    residual_ratio = residual.pow(2).sum(-1) / speech.pow(2).sum(-1).clamp_min(1e-8)
+    return (scale_weight * (a - 1).pow(2) + noise_weight * b.pow(2) + residual_weight * residual_ratio).mean()
+
+
+def si_sdr_loss(estimate: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
+    return -si_sdr(estimate, speech).mean()
+
+
+class SeparationLoss(nn.Module):
+    """Weighted sum of named loss terms; a term with weight 0 is not computed.
+
+    Terms: `mse` (speech features), `noise_weighted_mse` (speech features, weighted by true noise
+    magnitude), `huber_noise` (noise features), `ssim` (speech log-magnitude), `projection`
+    (speech waveform) and `si_sdr` (speech waveform).
+    """
+
+    TERMS = ("mse", "noise_weighted_mse", "huber_noise", "ssim", "projection", "si_sdr")
+
+    def __init__(self, weights: dict[str, float], huber_delta: float = 1.0, ssim_range_db: float = 80.0,
+                 projection_weights: dict[str, float] | None = None):
+        super().__init__()
+        unknown = sorted(set(weights) - set(self.TERMS))
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {unknown} in loss.weights; known terms: {list(self.TERMS)}")
+        self.weights = {name: float(w) for name, w in weights.items() if float(w) != 0.0}
+        if not self.weights:
+            raise ValueError("loss.weights: every weight is 0, so nothing would be trained; give one term a weight")
+        self.huber_delta = huber_delta
+        self.ssim_range_db = ssim_range_db
+        self.projection_weights = dict(projection_weights or {})
+
+    def forward(self, sep: Separation, speech: torch.Tensor, noise: torch.Tensor, frontend: FrontEnd):
+        """Total loss and a dict of every unweighted term, for `speech`/`noise` waveforms (batch, samples)."""
+        terms: dict[str, torch.Tensor] = {}
+        w = self.weights
+        if w.keys() & {"mse", "noise_weighted_mse", "ssim"}:
+            speech_features = frontend.encode(speech / sep.scale)
+        if w.keys() & {"noise_weighted_mse", "huber_noise"}:
+            noise_features = frontend.encode(noise / sep.scale)
+        if "mse" in w:
+            terms["mse"] = mse(sep.speech_features, speech_features)
+        if "noise_weighted_mse" in w:
+            terms["noise_weighted_mse"] = noise_weighted_mse(sep.speech_features, speech_features, noise_features)
+        if "huber_noise" in w:
+            terms["huber_noise"] = huber(sep.noise_features, noise_features, self.huber_delta)
+        if "ssim" in w:
+            terms["ssim"] = ssim_loss(sep.speech_features, speech_features, self.ssim_range_db)
+        if "projection" in w:
+            terms["projection"] = projection_loss(sep.speech, speech, noise, **self.projection_weights)
+        if "si_sdr" in w:
+            terms["si_sdr"] = si_sdr_loss(sep.speech, speech)
+        total = sum(w[name] * value for name, value in terms.items())
+        return total, terms

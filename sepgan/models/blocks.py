@@ -1,0 +1,117 @@
+"""Intermediate blocks of the U-Net. Each maps (batch, in_ch, freq, frames) to (batch, out_ch, freq, frames).
+
+- `DenseBlock`: the study's block, `layers` x [BN-ReLU-Conv3x3] with dense connections
+  (each layer sees the block input and every earlier layer's output).
+- `TFC`: Choi et al.'s time-frequency convolutions, the same dense pattern in Conv-BN-ReLU order.
+- `TFCTDF`: TFC followed by a residual time-distributed fully-connected layer over frequency
+  (per frame, Linear F -> F/bn_factor -> F with BN-ReLU), which lets every bin see every other bin.
+- `ConvBlock`: plain `layers` x [Conv3x3-activation], the Keras U-Net of the study's Model B.
+
+A block's output is its last layer's `out_ch` channels, so channel counts stay under the U-Net's control.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"model.norm must be 'batch' or 'none', got '{kind}'")
+
+
+def make_activation(kind: str) -> nn.Module:
+    if kind == "relu":
+        return nn.ReLU()
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(0.2)
+    if kind == "gelu":
+        return nn.GELU()
+    raise ValueError(f"model.activation must be 'relu', 'leaky_relu' or 'gelu', got '{kind}'")
+
+
+class _DenseLayers(nn.Module):
+    """`layers` convolutions, each fed the concatenation of the block input and all earlier outputs."""
+
+    def __init__(self, in_ch: int, out_ch: int, layers: int, norm: str, activation: str, pre_activation: bool):
+        super().__init__()
+        self.convs = nn.ModuleList()
+        for i in range(layers):
+            ch = in_ch + i * out_ch
+            conv = nn.Conv2d(ch, out_ch, 3, padding=1)
+            if pre_activation:  # BN-ReLU-Conv: the norm sees the concatenated input
+                self.convs.append(nn.Sequential(make_norm(norm, ch), make_activation(activation), conv))
+            else:  # Conv-BN-ReLU
+                self.convs.append(nn.Sequential(conv, make_norm(norm, out_ch), make_activation(activation)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for conv in self.convs:
+            out = conv(torch.cat(features, dim=1) if len(features) > 1 else features[0])
+            features.append(out)
+        return features[-1]
+
+
+class DenseBlock(_DenseLayers):
+    def __init__(self, in_ch: int, out_ch: int, n_freq: int, layers: int = 3, norm: str = "batch",
+                 activation: str = "relu", **_):
+        super().__init__(in_ch, out_ch, layers, norm, activation, pre_activation=True)
+
+
+class TFC(_DenseLayers):
+    def __init__(self, in_ch: int, out_ch: int, n_freq: int, layers: int = 3, norm: str = "batch",
+                 activation: str = "relu", **_):
+        super().__init__(in_ch, out_ch, layers, norm, activation, pre_activation=False)
+
+
+class TDF(nn.Module):
+    """Per-frame fully connected layers over frequency: F -> F/bn_factor -> F, each with norm and activation."""
+
+    def __init__(self, channels: int, n_freq: int, bn_factor: int = 16, norm: str = "batch", activation: str = "relu"):
+        super().__init__()
+        hidden = max(n_freq // bn_factor, 2)
+        self.fc1 = nn.Linear(n_freq, hidden, bias=False)
+        self.norm1 = make_norm(norm, channels)
+        self.fc2 = nn.Linear(hidden, n_freq, bias=False)
+        self.norm2 = make_norm(norm, channels)
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Linear acts on the last axis, so move frequency there and back.
+        h = x.transpose(-1, -2)
+        h = self.act(self.norm1(self.fc1(h)))
+        h = self.act(self.norm2(self.fc2(h)))
+        return h.transpose(-1, -2)
+
+
+class TFCTDF(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, n_freq: int, layers: int = 3, norm: str = "batch",
+                 activation: str = "relu", bn_factor: int = 16, **_):
+        super().__init__()
+        self.tfc = TFC(in_ch, out_ch, n_freq, layers, norm, activation)
+        self.tdf = TDF(out_ch, n_freq, bn_factor, norm, activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.tfc(x)
+        return t + self.tdf(t)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, n_freq: int, layers: int = 2, norm: str = "none",
+                 activation: str = "leaky_relu", **_):
+        super().__init__()
+        mods = []
+        for i in range(layers):
+            mods += [nn.Conv2d(in_ch if i == 0 else out_ch, out_ch, 3, padding=1), make_norm(norm, out_ch),
+                     make_activation(activation)]
+        self.body = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+BLOCKS = {"dense": DenseBlock, "tfc": TFC, "tfc_tdf": TFCTDF, "conv": ConvBlock}

@@ -1,0 +1,107 @@
+"""The generator: waveform in, speech estimate out, through the front-end and a U-Net.
+
+Model A predicts the speech; Model B predicts the noise and the speech is the mixture minus it
+(in feature space). The U-Net's output is used directly (the study's "direct mapping") or as a
+bounded mask on the mixture: a sigmoid for magnitudes, a complex mask whose magnitude is squashed
+by tanh for complex features.
+
+The mixture is divided by its RMS before the network and the estimate multiplied back, so the
+model does not care how loud a recording is. Features in `Separation` are in that normalised
+domain; waveforms are at the input's scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from sepgan.audio import FrontEnd, rms
+from sepgan.models.unet import UNet
+
+
+@dataclass
+class Separation:
+    mixture_features: torch.Tensor  # (batch, channels, freq, frames), normalised
+    speech_features: torch.Tensor
+    noise_features: torch.Tensor
+    mixture_spec: torch.Tensor  # complex (batch, freq, frames), normalised
+    scale: torch.Tensor  # (batch, 1): the mixture RMS the features were divided by
+    speech: torch.Tensor  # (batch, samples), input scale
+    noise: torch.Tensor  # mixture - speech
+
+
+class Separator(nn.Module):
+    def __init__(self, frontend: FrontEnd | dict, unet: dict | None = None, target: str = "speech",
+                 output: str = "mask"):
+        super().__init__()
+        if target not in ("speech", "noise"):
+            raise ValueError(f"model.target must be 'speech' or 'noise', got '{target}'")
+        if output not in ("direct", "mask"):
+            raise ValueError(f"model.output must be 'direct' or 'mask', got '{output}'")
+        self.frontend = frontend if isinstance(frontend, FrontEnd) else FrontEnd(**frontend)
+        unet = dict(unet or {})
+        self.net = UNet(self.frontend.channels, self.frontend.channels, self.frontend.n_freq, **unet)
+        self.target = target
+        self.output = output
+        # Everything needed to rebuild this module, stored in checkpoints.
+        self.config = dict(frontend=asdict(self.frontend), unet=unet, target=target, output=output)
+
+    def estimate(self, mixture_features: torch.Tensor) -> torch.Tensor:
+        """The network's estimate of its target (speech or noise) in feature space."""
+        out = self.net(mixture_features)
+        if self.output == "direct":
+            return out
+        if self.frontend.representation == "magnitude":
+            return torch.sigmoid(out) * mixture_features
+        mask = torch.complex(out[:, 0], out[:, 1])
+        mag = mask.abs()
+        mask = mask * (torch.tanh(mag) / mag.clamp_min(1e-8))
+        mix = torch.complex(mixture_features[:, 0], mixture_features[:, 1])
+        est = mask * mix
+        return torch.stack((est.real, est.imag), dim=1)
+
+    def forward(self, mixture: torch.Tensor) -> Separation:
+        """Separate (batch, samples) mixtures."""
+        scale = rms(mixture)
+        mixture_spec = self.frontend.stft(mixture / scale)
+        mixture_features = self.frontend.to_features(mixture_spec)
+        estimate = self.estimate(mixture_features)
+        if self.target == "speech":
+            speech_features, noise_features = estimate, mixture_features - estimate
+        else:
+            speech_features, noise_features = mixture_features - estimate, estimate
+        speech = self.frontend.istft(self.frontend.from_features(speech_features, mixture_spec),
+                                     mixture.shape[-1]) * scale
+        return Separation(mixture_features, speech_features, noise_features, mixture_spec, scale, speech,
+                          mixture - speech)
+
+    @torch.no_grad()
+    def separate(self, mixture: torch.Tensor) -> torch.Tensor:
+        """Speech estimate for (batch, samples) or (samples,) audio, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            one = mixture.dim() == 1
+            speech = self(mixture[None] if one else mixture).speech
+            return speech[0] if one else speech
+        finally:
+            self.train(was_training)
+
+
+def load_separator(path: str, map_location: str | torch.device = "cpu") -> Separator:
+    """Rebuild a trained separator from a sepgan checkpoint (any stage), in eval mode."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: '{path}'") from None
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint '{path}': {err}") from None
+    if "separator_config" not in checkpoint:
+        raise ValueError(f"'{path}' is not a sepgan checkpoint (it has no separator_config)")
+    separator = Separator(**checkpoint["separator_config"])
+    prefix = "separator."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    separator.load_state_dict(state)
+    return separator.eval()

@@ -1,0 +1,82 @@
+"""A U-Net over spectrogram features whose intermediate block is chosen by name.
+
+`n_blocks` counts every intermediate block: `(n_blocks - 1) / 2` encoder levels, one bottleneck
+and as many decoder levels, so 7 blocks = 3 down-samplings. Down-sampling is a 2x2 stride-2
+convolution and up-sampling a 2x2 stride-2 transposed convolution, as in the study; skips are
+concatenated. Inputs of any size are zero-padded to a multiple of 2**levels and cropped back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sepgan.models.blocks import BLOCKS, make_activation, make_norm
+
+
+class UNet(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        n_freq: int,
+        block: str = "dense",
+        n_blocks: int = 7,
+        channels: int = 24,
+        channel_mult: int = 1,
+        layers: int = 3,
+        norm: str = "batch",
+        activation: str = "relu",
+        dropout: float = 0.0,
+        bn_factor: int = 16,
+    ):
+        super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"model.unet.block must be one of {sorted(BLOCKS)}, got '{block}'")
+        if n_blocks < 3 or n_blocks % 2 == 0:
+            raise ValueError(f"model.unet.n_blocks must be odd and >= 3 (e.g. 7 to 17), got {n_blocks}")
+        self.levels = (n_blocks - 1) // 2
+        self.factor = 2 ** self.levels
+        self.n_freq = n_freq
+        padded_freq = -(-n_freq // self.factor) * self.factor
+        ch = [channels * channel_mult**level for level in range(self.levels + 1)]
+        make_block = BLOCKS[block]
+        opts = dict(layers=layers, norm=norm, activation=activation, bn_factor=bn_factor)
+
+        def down(c_in, c_out):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 2, stride=2), make_norm(norm, c_out), make_activation(activation))
+
+        def up(c_in, c_out):
+            return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 2, stride=2), make_norm(norm, c_out),
+                                 make_activation(activation))
+
+        self.first = nn.Conv2d(in_channels, ch[0], 1)
+        self.encoders = nn.ModuleList(
+            make_block(ch[i], ch[i], padded_freq // 2**i, **opts) for i in range(self.levels))
+        self.downs = nn.ModuleList(down(ch[i], ch[i + 1]) for i in range(self.levels))
+        self.bottleneck = make_block(ch[-1], ch[-1], padded_freq // self.factor, **opts)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.ups = nn.ModuleList(up(ch[i + 1], ch[i]) for i in range(self.levels))
+        self.decoders = nn.ModuleList(
+            make_block(2 * ch[i], ch[i], padded_freq // 2**i, **opts) for i in range(self.levels))
+        self.last = nn.Conv2d(ch[0], out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, in_channels, freq, frames) -> (batch, out_channels, freq, frames)."""
+        n_freq, n_frames = x.shape[-2:]
+        if n_freq != self.n_freq:
+            raise ValueError(f"U-Net built for {self.n_freq} frequency bins got {n_freq}")
+        pad_f = -n_freq % self.factor
+        pad_t = -n_frames % self.factor
+        h = self.first(F.pad(x, (0, pad_t, 0, pad_f)))
+        skips = []
+        for encode, down in zip(self.encoders, self.downs):
+            h = encode(h)
+            skips.append(h)
+            h = down(h)
+        h = self.dropout(self.bottleneck(h))
+        for level in reversed(range(self.levels)):
+            h = self.ups[level](h)
+            h = self.decoders[level](torch.cat((h, skips[level]), dim=1))
+        return self.last(h)[..., :n_freq, :n_frames]

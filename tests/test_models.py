@@ -1,0 +1,90 @@
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sepgan.audio import FrontEnd
+from sepgan.config import compose_config
+from sepgan.models import Separator, UNet, load_separator
+
+
+def preset(name: str) -> dict:
+    """The U-Net and head settings of a model config, as Hydra would pass them."""
+    cfg = OmegaConf.to_container(compose_config([f"model={name}"]).model)
+    cfg.pop("_target_")
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["model_a", "model_b"])
+@pytest.mark.parametrize("representation", ["complex", "magnitude"])
+@pytest.mark.parametrize("length", [8000, 8001, 12345])
+def test_presets_keep_the_signal_shape(name, representation, length):
+    fe = FrontEnd(8000, 300, 75, representation=representation)
+    model = Separator(fe, **preset(name)).eval()
+    mixture = torch.randn(2, length) * 0.1
+    sep = model(mixture)
+    assert sep.speech.shape == mixture.shape
+    assert sep.speech_features.shape == (2, fe.channels, fe.n_freq, fe.n_frames(length))
+    torch.testing.assert_close(sep.speech + sep.noise, mixture)
+
+
+def test_model_b_is_smaller_than_model_a_and_predicts_noise():
+    fe = FrontEnd()
+    a, b = Separator(fe, **preset("model_a")), Separator(fe, **preset("model_b"))
+    assert sum(p.numel() for p in b.parameters()) < sum(p.numel() for p in a.parameters())
+    assert b.target == "noise" and not any(isinstance(m, torch.nn.BatchNorm2d) for m in b.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in a.modules())
+
+
+@pytest.mark.parametrize("block", ["dense", "tfc", "tfc_tdf", "conv"])
+@pytest.mark.parametrize("n_blocks", [7, 9, 17])
+def test_every_block_and_depth_builds_and_runs(block, n_blocks):
+    net = UNet(2, 2, n_freq=129, block=block, n_blocks=n_blocks, channels=2, layers=2).eval()
+    x = torch.randn(1, 2, 129, 37)
+    assert net(x).shape == x.shape
+    assert net.levels == (n_blocks - 1) // 2
+
+
+def test_masks_are_bounded_by_the_mixture():
+    fe = FrontEnd(8000, 300, 75, representation="magnitude")
+    model = Separator(fe, unet=dict(n_blocks=3, channels=4), output="mask").eval()
+    sep = model(torch.randn(1, 8000))
+    assert torch.all(sep.speech_features <= sep.mixture_features + 1e-6)
+    fe_c = FrontEnd(8000, 300, 75)
+    model_c = Separator(fe_c, unet=dict(n_blocks=3, channels=4), output="mask").eval()
+    sep_c = model_c(torch.randn(1, 8000))
+    mag = lambda f: f.pow(2).sum(1).sqrt()  # noqa: E731
+    assert torch.all(mag(sep_c.speech_features) <= mag(sep_c.mixture_features) + 1e-5)
+
+
+def test_output_follows_input_level():
+    torch.manual_seed(0)
+    model = Separator(FrontEnd(8000, 300, 75), unet=dict(n_blocks=3, channels=4)).eval()
+    x = torch.randn(1, 8000) * 0.1
+    torch.testing.assert_close(model.separate(x * 100), model.separate(x) * 100, rtol=1e-3, atol=1e-4)
+    assert torch.all(model.separate(torch.zeros(8000)) == 0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(unet=dict(block="lstm")), "block"),
+    (dict(unet=dict(n_blocks=8)), "n_blocks"),
+    (dict(target="music"), "target"),
+    (dict(output="gate"), "output"),
+    (dict(unet=dict(norm="group")), "norm"),
+])
+def test_bad_model_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Separator(FrontEnd(), **kwargs)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = Separator(FrontEnd(8000, 300, 75, representation="magnitude"), unet=dict(n_blocks=3, channels=4))
+    state = {f"separator.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "separator_config": model.config}, tmp_path / "m.ckpt")
+    loaded = load_separator(str(tmp_path / "m.ckpt"))
+    x = torch.randn(8000)
+    torch.testing.assert_close(loaded.separate(x), model.separate(x))
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a sepgan checkpoint"):
+        load_separator(str(tmp_path / "other.ckpt"))
+    with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
+        load_separator(str(tmp_path / "nothing.ckpt"))
