@@ -7,6 +7,9 @@ scale-invariant by construction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
@@ -96,23 +99,28 @@ def si_sdr_loss(estimate: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
 
 
 class SeparationLoss(nn.Module):
-    """Weighted sum of named loss terms; a term with weight 0 is not computed.
+    """Weighted sum of named reconstruction terms; a term with weight 0 is not computed.
 
     Terms: `mse` (speech features), `noise_weighted_mse` (speech features, weighted by true noise
     magnitude), `huber_noise` (noise features), `ssim` (speech log-magnitude), `projection`
-    (speech waveform) and `si_sdr` (speech waveform).
+    (speech waveform) and `si_sdr` (speech waveform). The weights `adversarial` and
+    `feature_matching` are kept in `adversarial_weights` for the adversarial stage, which owns the
+    discriminator they need.
     """
 
     TERMS = ("mse", "noise_weighted_mse", "huber_noise", "ssim", "projection", "si_sdr")
+    ADVERSARIAL_TERMS = ("adversarial", "feature_matching")
 
     def __init__(self, weights: dict[str, float], huber_delta: float = 1.0, ssim_range_db: float = 80.0,
                  projection_weights: dict[str, float] | None = None):
         super().__init__()
-        unknown = sorted(set(weights) - set(self.TERMS))
+        unknown = sorted(set(weights) - set(self.TERMS) - set(self.ADVERSARIAL_TERMS))
         if unknown:
-            raise ValueError(f"unknown loss term(s) {unknown} in loss.weights; known terms: {list(self.TERMS)}")
-        self.weights = {name: float(w) for name, w in weights.items() if float(w) != 0.0}
-        if not self.weights:
+            raise ValueError(f"unknown loss term(s) {unknown} in loss.weights; known terms: "
+                             f"{list(self.TERMS + self.ADVERSARIAL_TERMS)}")
+        self.weights = {name: float(w) for name, w in weights.items() if name in self.TERMS and float(w) != 0.0}
+        self.adversarial_weights = {name: float(weights.get(name, 0.0)) for name in self.ADVERSARIAL_TERMS}
+        if not self.weights and not any(self.adversarial_weights.values()):
             raise ValueError("loss.weights: every weight is 0, so nothing would be trained; give one term a weight")
         self.huber_delta = huber_delta
         self.ssim_range_db = ssim_range_db
@@ -138,5 +146,53 @@ class SeparationLoss(nn.Module):
             terms["projection"] = projection_loss(sep.speech, speech, noise, **self.projection_weights)
         if "si_sdr" in w:
             terms["si_sdr"] = si_sdr_loss(sep.speech, speech)
-        total = sum(w[name] * value for name, value in terms.items())
+        total = sum((w[name] * value for name, value in terms.items()), sep.speech.new_zeros(()))
         return total, terms
+
+
+# ---- adversarial objectives -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdversarialObjective:
+    """How discriminator scores turn into the two players' losses, and which scores mean "real"."""
+
+    name: str
+    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (real scores, fake scores) -> loss
+    generator: Callable[[torch.Tensor], torch.Tensor]  # fake scores -> loss
+    threshold: float  # scores above it are judged real
+
+    def says_real(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores > self.threshold
+
+
+def _bce(scores: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(scores, torch.full_like(scores, target))
+
+
+ADVERSARIAL_OBJECTIVES = {
+    # Least-squares GAN (Mao et al., 2017): real -> 1, fake -> 0.
+    "lsgan": AdversarialObjective(
+        "lsgan",
+        lambda real, fake: (real - 1).pow(2).mean() + fake.pow(2).mean(),
+        lambda fake: (fake - 1).pow(2).mean(),
+        0.5,
+    ),
+    # Non-saturating binary cross-entropy (Goodfellow et al., 2014).
+    "bce": AdversarialObjective("bce", lambda real, fake: _bce(real, 1.0) + _bce(fake, 0.0),
+                                lambda fake: _bce(fake, 1.0), 0.0),
+    # Hinge loss (Lim & Ye, 2017; Miyato et al., 2018).
+    "hinge": AdversarialObjective("hinge", lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(),
+                                  lambda fake: -fake.mean(), 0.0),
+}
+
+
+def adversarial_objective(name: str) -> AdversarialObjective:
+    if name not in ADVERSARIAL_OBJECTIVES:
+        raise ValueError(f"gan.objective must be one of {sorted(ADVERSARIAL_OBJECTIVES)}, got '{name}'")
+    return ADVERSARIAL_OBJECTIVES[name]
+
+
+def feature_matching(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    """Mean L1 distance between the discriminator's activations on real and on estimated speech."""
+    return sum(F.l1_loss(f, r.detach()) for r, f in zip(real, fake)) / len(real)

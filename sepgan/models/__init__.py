@@ -1,6 +1,8 @@
-"""Plain nn.Modules: the U-Net, its blocks and the separator that wraps it with the front-end."""
+"""Plain nn.Modules: the U-Net, its blocks, the separator (generator) and the discriminator."""
 
-from sepgan.models.separator import Separation, Separator, load_separator
+from sepgan.models.checkpoints import load_discriminator, load_separator
+from sepgan.models.discriminator import Discriminator
+from sepgan.models.separator import Separation, Separator
 from sepgan.models.unet import UNet
 
-__all__ = ["Separation", "Separator", "UNet", "load_separator"]
+__all__ = ["Discriminator", "Separation", "Separator", "UNet", "load_discriminator", "load_separator"]

@@ -45,6 +45,12 @@ class Separator(nn.Module):
         self.net = UNet(self.frontend.channels, self.frontend.channels, self.frontend.n_freq, **unet)
         self.target = target
         self.output = output
+        if output == "mask":
+            # Start near a pass-through mask (sigmoid(3) = 0.95, tanh(3) = 0.995 with no rotation), so
+            # an untrained model returns about the mixture instead of a random-phase mess.
+            nn.init.zeros_(self.net.last.bias)
+            with torch.no_grad():
+                self.net.last.bias[0] = 3.0 if target == "speech" else -3.0
         # Everything needed to rebuild this module, stored in checkpoints.
         self.config = dict(frontend=asdict(self.frontend), unet=unet, target=target, output=output)
 
@@ -89,19 +95,3 @@ class Separator(nn.Module):
         finally:
             self.train(was_training)
 
-
-def load_separator(path: str, map_location: str | torch.device = "cpu") -> Separator:
-    """Rebuild a trained separator from a sepgan checkpoint (any stage), in eval mode."""
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: '{path}'") from None
-    except Exception as err:
-        raise ValueError(f"cannot read checkpoint '{path}': {err}") from None
-    if "separator_config" not in checkpoint:
-        raise ValueError(f"'{path}' is not a sepgan checkpoint (it has no separator_config)")
-    separator = Separator(**checkpoint["separator_config"])
-    prefix = "separator."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    separator.load_state_dict(state)
-    return separator.eval()

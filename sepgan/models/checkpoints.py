@@ -1,0 +1,45 @@
+"""Rebuilding networks from sepgan checkpoints without Lightning or Hydra.
+
+The LightningModules store each network's constructor arguments next to its weights
+(`separator_config`, `discriminator_config`), so a checkpoint alone is enough.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sepgan.models.discriminator import Discriminator
+from sepgan.models.separator import Separator
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: '{path}'")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint '{path}': {err}") from None
+
+
+def _load(path, cls: type[nn.Module], name: str, map_location) -> nn.Module:
+    checkpoint = read_checkpoint(path, map_location)
+    if f"{name}_config" not in checkpoint:
+        raise ValueError(f"'{path}' is not a sepgan checkpoint with a {name} (it has no {name}_config)")
+    module = cls(**checkpoint[f"{name}_config"])
+    prefix = f"{name}."
+    module.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
+    return module.eval()
+
+
+def load_separator(path: str | Path, map_location: str | torch.device = "cpu") -> Separator:
+    """A trained separator (generator) from a checkpoint of any stage, in eval mode."""
+    return _load(path, Separator, "separator", map_location)
+
+
+def load_discriminator(path: str | Path, map_location: str | torch.device = "cpu") -> Discriminator:
+    """A trained discriminator from a checkpoint of the discriminator or adversarial stage."""
+    return _load(path, Discriminator, "discriminator", map_location)

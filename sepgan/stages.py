@@ -1,0 +1,272 @@
+"""The three training stages and the pipeline that chains them, built from a Hydra config.
+
+- `generator`: supervised pretraining (`GeneratorSystem`);
+- `discriminator`: the generator frozen, a discriminator learns real versus estimated speech;
+- `adversarial`: both trained together, guarded against making the generator worse;
+- `gan`: the three in order, each in its own sub-folder of the run, handing checkpoints on.
+
+Each stage returns a `StageResult` with its figures and the checkpoint it hands on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sepgan.config import build_separator
+from sepgan.data import SeparationDataModule
+from sepgan.models import Separator, load_discriminator, load_separator
+from sepgan.systems.adversarial import AdversarialGuard, AdversarialSystem
+from sepgan.systems.discriminator import DiscriminatorSystem
+from sepgan.systems.generator import GeneratorSystem
+
+log = logging.getLogger("sepgan")
+STAGES = ("generator", "discriminator", "adversarial")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    steps: int
+    seconds: float
+    checkpoint: str | None  # what the next stage (or a user) should load
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- building blocks ---------------------------------------------------------------------------
+
+
+def wandb_has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def build_loggers(cfg: DictConfig, stage: str) -> list:
+    loggers = []
+    for conf in (cfg.get("logger") or {}).values():
+        if conf is None:
+            continue
+        extra = {}
+        if conf["_target_"].endswith("WandbLogger"):
+            extra["job_type"] = stage  # runs of one pipeline share the group, one job type per stage
+            if not conf.get("offline") and not wandb_has_credentials() \
+                    and os.environ.get("WANDB_MODE") not in ("online", "disabled"):
+                log.info("W&B: no API key found, logging offline (upload later with `wandb sync`)")
+                extra["offline"] = True
+        loggers.append(instantiate(conf, **extra))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, stage: str, extra_callbacks: tuple = (), **overrides) -> pl.Trainer:
+    """The configured Trainer with the configured loggers and callbacks; `overrides` win over the config."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg, stage), callbacks=callbacks + list(extra_callbacks),
+                          **overrides)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return trainer
+
+
+def validation_si_sdri(cfg: DictConfig, system: pl.LightningModule, datamodule) -> float:
+    """Validation SI-SDRi of a system's generator as it is now, with no logging or checkpoints."""
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False)
+    return float(trainer.validate(system, datamodule=datamodule, verbose=False)[0]["val/si_sdri"])
+
+
+def build_datamodule(cfg: DictConfig, separator: Separator) -> SeparationDataModule:
+    """The data module at the separator's sample rate, checked against its window length."""
+    sample_rate = separator.frontend.sample_rate
+    if sample_rate != cfg.data.sample_rate:
+        log.info("data: using the generator's sample rate, %d Hz", sample_rate)
+    datamodule = instantiate(cfg.data, sample_rate=sample_rate, _convert_="all")
+    n_fft, segment = separator.frontend.n_fft, datamodule.mixer.segment
+    if n_fft > segment:
+        raise ValueError(f"frontend.n_fft={n_fft} is longer than a training segment "
+                         f"(data.segment_seconds={cfg.data.segment_seconds} s = {segment} samples); "
+                         f"lower frontend.n_fft or raise data.segment_seconds")
+    return datamodule
+
+
+def build_loss(cfg: DictConfig):
+    return instantiate(cfg.loss, _convert_="all")
+
+
+def find_last_checkpoint(cfg: DictConfig) -> str:
+    """The newest `last.ckpt` of this run folder, or else of any earlier run of the same experiment."""
+    here = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if here.exists():
+        return str(here)
+    candidates = sorted(Path(cfg.paths.log_dir, cfg.name).glob("**/checkpoints/last.ckpt"),
+                        key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt under '{Path(cfg.paths.log_dir, cfg.name)}'; "
+                                f"train once first, or give ckpt_path=PATH")
+    return str(candidates[-1])
+
+
+def resolve_checkpoint(cfg: DictConfig) -> str | None:
+    if cfg.get("ckpt_path") in (None, ""):
+        return None
+    if cfg.ckpt_path == "last":
+        path = find_last_checkpoint(cfg)
+        log.info("resuming from %s", path)
+        return path
+    if not Path(cfg.ckpt_path).exists():
+        raise FileNotFoundError(f"ckpt_path: checkpoint '{cfg.ckpt_path}' not found")
+    return cfg.ckpt_path
+
+
+def save_config(cfg: DictConfig) -> None:
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def _finish(trainer: pl.Trainer, system: pl.LightningModule, datamodule, stage: str, started: float,
+            checkpoint: str | None) -> StageResult:
+    """Validate if the last step was not validated, and collect the stage's figures."""
+    if getattr(system, "last_validated_step", trainer.global_step) != trainer.global_step:
+        trainer.validate(system, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
+    return StageResult(stage, trainer.global_step, time.perf_counter() - started, checkpoint, metrics)
+
+
+def _require(path: str | None, stage: str) -> str:
+    if not path:
+        raise ValueError(f"stage={stage} needs a generator checkpoint: pass init_from=PATH "
+                         f"(e.g. the best-*.ckpt of a generator run)")
+    return path
+
+
+# ---- stages ------------------------------------------------------------------------------------
+
+
+def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = None) -> StageResult:
+    """Stage 1: supervised pretraining; hands on the best checkpoint by validation SI-SDRi."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    save_config(cfg)
+    separator = build_separator(cfg)
+    datamodule = datamodule or build_datamodule(cfg, separator)
+    loss = build_loss(cfg)
+    if not loss.weights:
+        raise ValueError("generator pretraining needs a reconstruction term in loss.weights "
+                         f"(one of {list(loss.TERMS)}); adversarial weights act only in the adversarial stage")
+    optim = instantiate(cfg.optim)
+    system = GeneratorSystem(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
+    trainer = build_trainer(cfg, "generator")
+    trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg))
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    result = _finish(trainer, system, datamodule, "generator", started, best or None)
+    if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None:
+        result.metrics["best_val/si_sdri"] = float(trainer.checkpoint_callback.best_model_score)
+    return result
+
+
+def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
+                      datamodule: SeparationDataModule | None = None) -> StageResult:
+    """Stage 2: the generator frozen, the discriminator trained for `gan.steps.discriminator` steps."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    save_config(cfg)
+    separator = load_separator(_require(generator_checkpoint or cfg.get("init_from"), "discriminator"))
+    datamodule = datamodule or build_datamodule(cfg, separator)
+    discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
+    system = DiscriminatorSystem(separator, discriminator, cfg.gan.objective,
+                                 instantiate(cfg.gan.discriminator_optimizer))
+    trainer = build_trainer(cfg, "discriminator", max_steps=cfg.gan.steps.discriminator, max_epochs=-1,
+                            check_val_every_n_epoch=None, val_check_interval=cfg.gan.val_check_steps)
+    trainer.fit(system, datamodule=datamodule)
+    final = str(Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt")
+    trainer.save_checkpoint(final)
+    return _finish(trainer, system, datamodule, "discriminator", started, final)
+
+
+def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, discriminator_checkpoint: str | None = None,
+                    datamodule: SeparationDataModule | None = None) -> StageResult:
+    """Stage 3: adversarial fine-tuning, guarded; hands on `final.ckpt` (rolled back if the guard says so)."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    save_config(cfg)
+    separator = load_separator(_require(generator_checkpoint or cfg.get("init_from"), "adversarial"))
+    separator.train()
+    datamodule = datamodule or build_datamodule(cfg, separator)
+    discriminator_checkpoint = discriminator_checkpoint or cfg.get("discriminator_from")
+    if discriminator_checkpoint:
+        discriminator = load_discriminator(discriminator_checkpoint).train()
+    else:
+        log.info("adversarial stage: no discriminator checkpoint given, starting from a fresh discriminator")
+        discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
+    gan = cfg.gan
+    system = AdversarialSystem(separator, build_loss(cfg), instantiate(gan.generator_optimizer), discriminator,
+                               gan.objective, instantiate(gan.discriminator_optimizer), gan.disc_steps,
+                               gradient_clip=cfg.trainer.get("gradient_clip_val"))
+    baseline = validation_si_sdri(cfg, system, datamodule)  # the pretrained generator: the guard's baseline
+    guard = AdversarialGuard(baseline, **gan.guard)
+    # Manual optimisation clips its own gradients; Lightning refuses a Trainer-level clip value with it.
+    trainer = build_trainer(cfg, "adversarial", max_steps=gan.steps.adversarial, max_epochs=-1,
+                            check_val_every_n_epoch=None, val_check_interval=gan.val_check_steps,
+                            gradient_clip_val=None, extra_callbacks=[guard])
+    trainer.fit(system, datamodule=datamodule)
+    final = str(Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt")
+    if guard.rolled_back:  # the weights just restored are what gets validated and handed on
+        system.last_validated_step = -1
+    result = _finish(trainer, system, datamodule, "adversarial", started, final)
+    trainer.save_checkpoint(final)
+    result.metrics["baseline_val/si_sdri"] = baseline
+    result.notes += guard.messages
+    si_sdri = result.metrics["val/si_sdri"]
+    if si_sdri < baseline - gan.guard.tolerance_db:
+        result.notes.append(f"WARNING: the adversarial stage ends WORSE than the pretrained generator: "
+                            f"validation SI-SDRi {si_sdri:.2f} dB < {baseline:.2f} dB")
+    return result
+
+
+def stage_config(cfg: DictConfig, index: int, stage: str) -> DictConfig:
+    """A copy of `cfg` whose outputs go to `<run folder>/<index>_<stage>/`."""
+    sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # interpolations follow the new folder
+    with open_dict(sub):
+        sub.paths.output_dir = str(Path(cfg.paths.output_dir) / f"{index}_{stage}")
+        if stage == "discriminator":  # checkpoints by discriminator accuracy; no generator audio to log
+            sub.callbacks.model_checkpoint.monitor = "val/disc/accuracy"
+            sub.callbacks.validation_examples = None
+    return sub
+
+
+def run_gan(cfg: DictConfig) -> list[StageResult]:
+    """The three stages in order, each in its own folder, checkpoints handed on, one data module for all."""
+    save_config(cfg)
+    datamodule = build_datamodule(cfg, build_separator(cfg))
+    generator = run_generator(stage_config(cfg, 1, "generator"), datamodule)
+    discriminator = run_discriminator(stage_config(cfg, 2, "discriminator"), generator.checkpoint, datamodule)
+    adversarial = run_adversarial(stage_config(cfg, 3, "adversarial"), generator.checkpoint,
+                                  discriminator.checkpoint, datamodule)
+    return [generator, discriminator, adversarial]
+
+
+def summary(results: list[StageResult]) -> str:
+    """A table of every stage's figures, and any warning, for the end of a run."""
+    lines = [f"{'stage':<14} {'steps':>6} {'time':>8}  {'val SI-SDRi':>11}  {'disc. accuracy':>14}  checkpoint"]
+    for r in results:
+        si_sdri = f"{r.metrics['val/si_sdri']:.2f} dB" if "val/si_sdri" in r.metrics else "-"
+        acc = r.metrics.get("val/disc/accuracy")
+        acc_text = f"{acc:.2f}" if acc is not None else "-"
+        lines.append(f"{r.stage:<14} {r.steps:>6} {r.seconds:>7.0f}s  {si_sdri:>11}  {acc_text:>14}  {r.checkpoint}")
+    for r in results:
+        lines += [f"[{r.stage}] {note}" for note in r.notes]
+    return "\n".join(lines)
+
+
+def as_dict(results: list[StageResult]) -> list[dict]:
+    return [asdict(r) for r in results]
