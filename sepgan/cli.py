@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
               f"training: python -m sepgan.train +experiment=NAME", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(COMMANDS[argv[0]])
-    return int(module.main(argv[1:]) or 0)
+    code = module.main(argv[1:])
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
