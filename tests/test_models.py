@@ -88,3 +88,13 @@ def test_checkpoint_round_trip(tmp_path):
         load_separator(str(tmp_path / "other.ckpt"))
     with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
         load_separator(str(tmp_path / "nothing.ckpt"))
+
+
+def test_a_given_scale_replaces_the_mixture_level():
+    torch.manual_seed(0)
+    model = Separator(FrontEnd(8000, 300, 75), unet=dict(n_blocks=3, channels=4)).eval()
+    x = torch.randn(8000) * 0.1
+    level = x.pow(2).mean().sqrt()
+    torch.testing.assert_close(model.separate(x, scale=level), model.separate(x), rtol=1e-4, atol=1e-6)
+    half = model.separate(x[:4000], scale=level)  # a chunk normalised by the whole signal's level
+    assert not torch.allclose(half, model.separate(x[:4000]))

@@ -68,30 +68,39 @@ class Separator(nn.Module):
         est = mask * mix
         return torch.stack((est.real, est.imag), dim=1)
 
-    def forward(self, mixture: torch.Tensor) -> Separation:
-        """Separate (batch, samples) mixtures."""
-        scale = rms(mixture)
-        mixture_spec = self.frontend.stft(mixture / scale)
-        mixture_features = self.frontend.to_features(mixture_spec)
+    def separate_features(self, mixture_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(speech, noise) features from normalised mixture features: the whole model between the STFTs."""
         estimate = self.estimate(mixture_features)
         if self.target == "speech":
-            speech_features, noise_features = estimate, mixture_features - estimate
-        else:
-            speech_features, noise_features = mixture_features - estimate, estimate
+            return estimate, mixture_features - estimate
+        return mixture_features - estimate, estimate
+
+    def forward(self, mixture: torch.Tensor, scale: torch.Tensor | None = None) -> Separation:
+        """Separate (batch, samples) mixtures.
+
+        `scale` (batch, 1) replaces the mixture's own RMS as the normalising level; chunked
+        inference passes the whole file's level so every chunk sees the same scaling.
+        """
+        scale = rms(mixture) if scale is None else scale
+        mixture_spec = self.frontend.stft(mixture / scale)
+        mixture_features = self.frontend.to_features(mixture_spec)
+        speech_features, noise_features = self.separate_features(mixture_features)
         speech = self.frontend.istft(self.frontend.from_features(speech_features, mixture_spec),
                                      mixture.shape[-1]) * scale
         return Separation(mixture_features, speech_features, noise_features, mixture_spec, scale, speech,
                           mixture - speech)
 
     @torch.no_grad()
-    def separate(self, mixture: torch.Tensor) -> torch.Tensor:
+    def separate(self, mixture: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Speech estimate for (batch, samples) or (samples,) audio, in eval mode."""
         was_training = self.training
         self.eval()
         try:
             one = mixture.dim() == 1
-            speech = self(mixture[None] if one else mixture).speech
+            batch = mixture[None] if one else mixture
+            if scale is not None:
+                scale = torch.as_tensor(scale, dtype=batch.dtype, device=batch.device).reshape(-1, 1)
+            speech = self(batch, scale).speech
             return speech[0] if one else speech
         finally:
             self.train(was_training)
-
