@@ -64,3 +64,17 @@ def test_shared_data_dog_bark_with_synthetic_tones():
     assert all(r.group.startswith("librispeech-speaker-") for r in speech.recordings)
     example = dm.datasets["val"][0]
     assert example["mixture"].shape == (8000,) and np.isfinite(example["mixture"].numpy()).all()
+
+
+def test_a_class_with_one_recording_is_only_trained_on(tmp_path):
+    from tests.conftest import write_noise, write_tone
+
+    for s in range(5):
+        write_tone(tmp_path / "speech" / f"{s}-1-0000.flac", seconds=1.0, freq=200 + 50 * s)
+    for i in range(4):
+        write_noise(tmp_path / "noise" / "hum" / f"{100 + i}-0-0-0.wav", seconds=1.0, seed=i)
+    write_noise(tmp_path / "noise" / "cafe" / "cafe_short.wav", seconds=1.0, seed=9)
+    dm = SeparationDataModule(**{**SMALL, "sample_rate": 16000}, root=str(tmp_path), speech_subdir="speech")
+    dm.setup()
+    assert dm.corpora["train"][1].labels == ["cafe", "hum"]
+    assert dm.corpora["val"][1].labels == ["hum"] and dm.corpora["test"][1].labels == ["hum"]

@@ -134,11 +134,16 @@ class SeparationDataModule(pl.LightningDataModule):
         return [r for r in real if r.label in wanted] + synthetic_noise(missing, self.hparams.synthetic_noise_recordings)
 
     def _split_noise(self, recordings: list[Recording]) -> dict[str, list[Recording]]:
-        """Split each class on its own, so every class appears in every split."""
+        """Split each class on its own, so every class appears in every split (classes with fewer than
+        3 source recordings, like a single cafe recording, can only be trained on)."""
         h = self.hparams
         out = {name: [] for name in SPLITS}
         for label in sorted({r.label for r in recordings}):
             members = [r for r in recordings if r.label == label]
+            if len({r.group for r in members}) < 3:
+                log.warning("noise class '%s' has fewer than 3 source recordings: used for training only", label)
+                out["train"] += members
+                continue
             if h.folds and members[0].fold is not None:
                 parts = split_by_fold(members, h.folds)
             else:
