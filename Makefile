@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: install train test bench clean
 
+# torch first and pinned: 2.13.0 is the CPU build on this machine's disk; an open requirement
+# would pull a multi-GB CUDA build. Everything else then finds torch already satisfied.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch first and pinned: 2.13.0 is the CPU build on this machine's disk; an open requirement
-	# would pull a multi-GB CUDA build. Everything else then finds torch already satisfied.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
 	rm -f $(VENV)/.installed-*

@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 
 from sepgan.audio import FrontEnd
 from sepgan.config import compose_config
-from sepgan.models import Separator, UNet, load_separator
+from sepgan.models import Separator, UNet, load_separator, save_separator
 
 
 def preset(name: str) -> dict:
@@ -78,8 +78,7 @@ def test_bad_model_settings_are_named(kwargs, message):
 
 def test_checkpoint_round_trip(tmp_path):
     model = Separator(FrontEnd(8000, 300, 75, representation="magnitude"), unet=dict(n_blocks=3, channels=4))
-    state = {f"separator.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "separator_config": model.config}, tmp_path / "m.ckpt")
+    save_separator(model, tmp_path / "m.ckpt")
     loaded = load_separator(str(tmp_path / "m.ckpt"))
     x = torch.randn(8000)
     torch.testing.assert_close(loaded.separate(x), model.separate(x))

@@ -1,8 +1,8 @@
 """Plain nn.Modules: the U-Net, its blocks, the separator (generator) and the discriminator."""
 
-from sepgan.models.checkpoints import load_discriminator, load_separator
+from sepgan.models.checkpoints import load_discriminator, load_separator, save_separator
 from sepgan.models.discriminator import Discriminator
 from sepgan.models.separator import Separation, Separator
 from sepgan.models.unet import UNet
 
-__all__ = ["Discriminator", "Separation", "Separator", "UNet", "load_discriminator", "load_separator"]
+__all__ = ["Discriminator", "Separation", "Separator", "UNet", "load_discriminator", "load_separator", "save_separator"]

@@ -35,6 +35,13 @@ def _load(path, cls: type[nn.Module], name: str, map_location) -> nn.Module:
     return module.eval()
 
 
+def save_separator(separator: Separator, path: str | Path) -> None:
+    """A checkpoint with the separator alone (no optimizer or training state), e.g. to ship a model."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    state = {f"separator.{k}": v.detach().cpu() for k, v in separator.state_dict().items()}
+    torch.save({"state_dict": state, "separator_config": separator.config}, path)
+
+
 def load_separator(path: str | Path, map_location: str | torch.device = "cpu") -> Separator:
     """A trained separator (generator) from a checkpoint of any stage, in eval mode."""
     return _load(path, Separator, "separator", map_location)
