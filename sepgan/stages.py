@@ -189,7 +189,7 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
                             check_val_every_n_epoch=None, val_check_interval=cfg.gan.val_check_steps)
     trainer.fit(system, datamodule=datamodule)
     final = str(Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt")
-    trainer.save_checkpoint(final)
+    trainer.save_checkpoint(final, weights_only=False)
     return _finish(trainer, system, datamodule, "discriminator", started, final)
 
 
@@ -223,7 +223,7 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
     if guard.rolled_back:  # the weights just restored are what gets validated and handed on
         system.last_validated_step = -1
     result = _finish(trainer, system, datamodule, "adversarial", started, final)
-    trainer.save_checkpoint(final)
+    trainer.save_checkpoint(final, weights_only=False)
     result.metrics["baseline_val/si_sdri"] = baseline
     result.notes += guard.messages
     si_sdri = result.metrics["val/si_sdri"]
