@@ -153,11 +153,15 @@ def _require(path: str | None, stage: str) -> str:
 
 
 def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = None) -> StageResult:
-    """Stage 1: supervised pretraining; hands on the best checkpoint by validation SI-SDRi."""
+    """Stage 1: supervised pretraining; hands on the best checkpoint by validation SI-SDRi.
+
+    With `init_from=CKPT` it starts from that generator's weights (and front-end) with a fresh
+    optimizer and schedule, e.g. to fine-tune a model on other data or anneal its learning rate.
+    """
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
-    separator = build_separator(cfg)
+    separator = load_separator(cfg.init_from).train() if cfg.get("init_from") else build_separator(cfg)
     datamodule = datamodule or build_datamodule(cfg, separator)
     loss = build_loss(cfg)
     if not loss.weights:

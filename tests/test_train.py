@@ -82,3 +82,14 @@ def test_wandb_without_a_key_logs_offline(make_cfg, tmp_path, monkeypatch):
 def test_tensorboard_gets_events(make_cfg, tmp_path):
     run_generator(make_cfg("+experiment=tone", "logger=tensorboard", "trainer.max_steps=1"))
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_generator_can_start_from_a_checkpoint(make_cfg, tmp_path):
+    first = run_generator(make_cfg("+experiment=tone", "trainer.max_steps=1", output_dir=tmp_path / "a"))
+    start = load_separator(first.checkpoint)
+    # A different front-end in the config does not matter: the checkpoint's own is used.
+    second = run_generator(make_cfg("+experiment=tone", "trainer.max_steps=1", f"init_from={first.checkpoint}",
+                                    "frontend=article", output_dir=tmp_path / "b"))
+    tuned = load_separator(second.checkpoint)
+    assert tuned.config == start.config
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values()))
