@@ -102,6 +102,8 @@ def score(name: str, overrides: list[str], checkpoint: str) -> dict:
                       f"noise_classes={json.dumps(list(noise_classes)) if noise_classes else 'null'}"]
     examples = ConfigMixtures(data_overrides, separator.frontend.sample_rate, TEST["split"], TEST["count"])
     report = evaluate(examples, separator, metrics=METRICS, progress=False)
+    summary_path = next(p for p in report.write(HERE / "runs" / name / "test", overwrite=True)
+                        if p.name == "summary.json")
     first = next(iter(examples))
     estimate = separator.separate(torch.from_numpy(first.mixture))
     audio = {"mixture": torch.from_numpy(first.mixture), "clean": torch.from_numpy(first.speech), "estimate": estimate}
@@ -110,7 +112,7 @@ def score(name: str, overrides: list[str], checkpoint: str) -> dict:
     plt.close(fig)
     for key, wav in audio.items():
         save_audio(HERE / "runs" / name / "audio" / f"{key}.wav", wav, separator.frontend.sample_rate)
-    return report.summary()
+    return json.loads(summary_path.read_text())
 
 
 def run(name: str) -> None:
