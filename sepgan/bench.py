@@ -133,11 +133,12 @@ def _table(results: dict, threads: list[int]) -> str:
     columns = [(length, str(n)) for length in lengths for n in threads]
     head = (f"{'':<12} {'params':>9} " + " ".join(f"{f'RTF {l} x{n}':>12}" for l, n in columns)
             + f" {f'vs gating':>10} {f'peak MB':>8} {'train ex/s':>11} {'vs first':>9}")
-    lines = [f"inference real-time factor on 16 kHz audio (time / duration; x1 = 1 thread, x{threads[-1]} = all); "
-             f"'vs gating': RTF {longest} x{one} as a multiple of noisereduce's; peak MB: memory added by "
-             f"the {longest} x{one} run; train ex/s relative to the first model", head]
+    lines = [f"inference real-time factor on 16 kHz audio (time / duration; xN = N threads); 'vs gating': "
+             f"RTF {longest} x{one} as a multiple of noisereduce's; peak MB: memory added by the {longest} "
+             f"x{one} run; train ex/s (x{threads[-1]}) relative to the first model", head]
     gating = results["noisereduce"]
-    # noisereduce runs on one thread (n_jobs=1) whatever torch's setting: one figure per length
+    # noisereduce runs on one thread (n_jobs=1) whatever torch's setting: one figure per length, in
+    # the columns of the fewest threads
     lines.append(f"{'noisereduce':<12} {'-':>9} "
                  + " ".join(f"{gating[l]['rtf']:>12.3f}" if n == one else f"{'-':>12}" for l, n in columns)
                  + f" {1.0:>10.2f} {_mb(gating[longest]['peak_added_mb']):>8} {'-':>11} {'-':>9}")
@@ -164,10 +165,14 @@ def main(argv: list[str] | None = None) -> dict:
                         help="lengths of the inference inputs (default: 10 60)")
     parser.add_argument("--steps", type=int, default=1, help="timed training steps per preset (default: 1)")
     parser.add_argument("--batch", type=int, default=8, help="training batch size (default: 8)")
+    parser.add_argument("--threads", nargs="+", type=int,
+                        help="thread counts to measure inference with (default: 1 and all cores)")
     parser.add_argument("--json", default="bench.json", help="where to write the figures (default: bench.json)")
     args = parser.parse_args(argv)
 
-    threads = sorted({1, all_threads()})
+    threads = sorted(set(args.threads or (1, all_threads())))
+    if threads[0] < 1:
+        parser.error(f"--threads must be positive, got {threads[0]}")
     seconds = sorted(args.seconds)
     longest = bench_signal(seconds[-1])
     signals = {s: longest[: int(s * SAMPLE_RATE)] for s in seconds}
@@ -201,7 +206,7 @@ def _measure(results: dict, signals: dict[float, np.ndarray], threads: list[int]
         model = build_separator(compose_config([f"model={name}"]))
         figures = {"params": sum(p.numel() for p in model.parameters()),
                    "inference": inference_figures(model, signals, threads)}
-        figures["rtf_vs_noisereduce"] = figures["inference"][f"{seconds[-1]:g}s"]["1"]["rtf"] / gating_rtf
+        figures["rtf_vs_noisereduce"] = figures["inference"][f"{seconds[-1]:g}s"][str(threads[0])]["rtf"] / gating_rtf
         torch.set_num_threads(threads[-1])
         figures["train_examples_per_s"] = training_throughput(model, batch=args.batch, steps=args.steps)
         results["models"][name] = figures

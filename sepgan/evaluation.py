@@ -169,11 +169,11 @@ class ConfigMixtures:
         try:
             cfg = compose_config([*overrides, f"data.sample_rate={sample_rate}", "data.num_workers=0",
                                   f"data.{split}_examples={count}"])
+            self.datamodule = instantiate(cfg.data)
         except HydraException as err:
             raise EvaluationError(f"bad data-config override ({err}); --data takes overrides of the data "
                                   f"group such as root=../shared/data noise_classes=[dog_bark]") from None
         self.sample_rate, self.split, self.count = sample_rate, split, count
-        self.datamodule = instantiate(cfg.data)
         self.datamodule.setup()
         self.noise_labels = self.datamodule.corpora[split][1].labels
 
@@ -233,9 +233,9 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
     report = Report(methods=methods, metrics=metrics, info=dict(info or {}))
     total = len(examples) if hasattr(examples, "__len__") else None
     for example in tqdm(examples, total=total, desc="evaluating", unit="file", disable=not progress):
-        if separator is not None and example.sample_rate != frontend.sample_rate:
-            raise EvaluationError(f"'{example.name}' is at {example.sample_rate} Hz but the model works at "
-                                  f"{frontend.sample_rate} Hz")
+        if frontend is not None and example.sample_rate != frontend.sample_rate:
+            raise EvaluationError(f"'{example.name}' is at {example.sample_rate} Hz but the model (front-end) "
+                                  f"works at {frontend.sample_rate} Hz")
         report.sample_rate = example.sample_rate
         reason = _unscorable(example)
         if reason is not None:

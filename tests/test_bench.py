@@ -22,15 +22,17 @@ def test_bench_signal_is_deterministic_speech_with_noise_at_a_sane_level():
 
 def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
+    threads_before = torch.get_num_threads()
     results = main(["--presets", "model_b", "--seconds", "0.5", "1", "--steps", "1", "--batch", "1",
-                    "--json", str(path)])
+                    "--threads", "1", "--json", str(path)])
     out = capsys.readouterr().out
     assert "noisereduce" in out and "model_b" in out and "RTF 1s x1" in out
     written = json.loads(path.read_text())
     assert written == json.loads(json.dumps(results))
     figures = written["models"]["model_b"]
     assert set(figures["inference"]) == {"0.5s", "1s"}
-    assert all(run["rtf"] > 0 for length in figures["inference"].values() for run in length.values())
+    assert all(set(length) == {"1"} and length["1"]["rtf"] > 0 for length in figures["inference"].values())
     assert figures["rtf_vs_noisereduce"] == pytest.approx(
         figures["inference"]["1s"]["1"]["rtf"] / written["noisereduce"]["1s"]["rtf"])
     assert figures["train_examples_per_s"] > 0 and figures["params"] == 156_274
+    assert torch.get_num_threads() == threads_before  # the bench leaves torch's setting as it found it

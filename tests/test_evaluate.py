@@ -18,6 +18,7 @@ from sepgan.evaluation import (
     FolderPairs,
     evaluate,
 )
+from sepgan.pretrained import DEFAULT_CHECKPOINT
 from tests.conftest import SHARED_DATA
 
 SR = 16000
@@ -135,6 +136,15 @@ def test_silent_and_too_short_files_are_skipped_with_the_reason(folders, checkpo
     assert "skipped quiet: the clean reference is silent" in capsys.readouterr().err
 
 
+def test_a_few_extra_samples_are_trimmed_with_a_note(tmp_path):
+    write_pair(tmp_path, "padded", seconds=1.0)
+    clean, sr = sf.read(str(tmp_path / "clean" / "padded.wav"))
+    sf.write(str(tmp_path / "clean" / "padded.wav"), np.concatenate([clean, np.zeros(320)]), sr)  # +20 ms
+    example = next(iter(FolderPairs(tmp_path / "noisy", tmp_path / "clean", SR)))
+    assert len(example.mixture) == len(example.speech) == SR
+    assert example.notes == ["noisy and clean trimmed to the shorter (320 samples cut)"]
+
+
 def test_nothing_scorable_is_an_error(tmp_path, checkpoint, capsys):
     write_pair(tmp_path, "quiet")
     sf.write(str(tmp_path / "noisy" / "quiet.wav"), np.zeros(SR), SR)
@@ -163,6 +173,8 @@ def test_config_mixtures_give_a_per_snr_breakdown_without_a_model():
 def test_bad_data_overrides_and_arguments_are_explained(checkpoint, capsys):
     with pytest.raises(EvaluationError, match="--data takes overrides"):
         ConfigMixtures(["no_such_key=1"], SR)
+    with pytest.raises(EvaluationError, match="low end above its high end"):
+        ConfigMixtures(["snr_db=[10,-5]"], SR)
     with pytest.raises(EvaluationError, match="'val' or 'test'"):
         ConfigMixtures([], SR, split="train")
     with pytest.raises(SystemExit):
@@ -170,6 +182,12 @@ def test_bad_data_overrides_and_arguments_are_explained(checkpoint, capsys):
     assert "either --noisy-dir and --clean-dir, or --data" in capsys.readouterr().err
     with pytest.raises(EvaluationError, match="needs a separator"):
         evaluate([], methods=("model",))
+
+
+@pytest.mark.skipif(DEFAULT_CHECKPOINT.exists(), reason="a model is shipped")
+def test_without_a_shipped_model_the_checkpoint_option_is_named(folders, capsys):
+    assert evaluate_main(["--noisy-dir", str(folders / "noisy"), "--clean-dir", str(folders / "clean")]) == 1
+    assert "pass --checkpoint PATH" in capsys.readouterr().err
 
 
 def test_sepgan_command_dispatches_evaluate(capsys):
