@@ -37,10 +37,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "noise_classes=[dog_bark]); no override: the embedded synthetic set")
     source.add_argument("--split", default="test", choices=("test", "val"), help="with --data (default: test)")
     source.add_argument("--examples", type=int, default=64, help="with --data: number of mixtures (default: 64)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
-                        help="what to score (default: all)")
-    parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS,
-                        help="which measures (default: all; sdr/sir/sar and pesq are the slow ones)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
+                        help=f"what to score, of {' '.join(METHODS)} (default: all; the oracles use the "
+                             f"checkpoint's STFT)")
+    parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS, metavar="METRIC",
+                        help=f"which measures, of {' '.join(METRICS)} (default: all; sdr/sir/sar and pesq are "
+                             f"the slow ones)")
     parser.add_argument("--out", type=Path, help="output folder (default: evaluations/<checkpoint>-<time>)")
     parser.add_argument("--overwrite", action="store_true", help="replace result files already in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
