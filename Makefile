@@ -1,4 +1,4 @@
-# `make train` and `make test` install what they need on first use (a virtual environment in .venv).
+# `make train`, `make test` and `make bench` install what they need on first use (a virtual environment in .venv).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,6 +22,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Speed figures (several minutes on 2 cores): a table, and bench.json. Uses every core on purpose.
+bench: $(STAMP)
+	$(PY) -m sepgan.bench
 
 clean:
 	rm -rf logs outputs .pytest_cache

@@ -11,6 +11,7 @@ import sys
 # command -> module with a `main(argv) -> int | None`
 COMMANDS = {
     "bench": "sepgan.bench",
+    "evaluate": "sepgan.evaluate",
 }
 
 

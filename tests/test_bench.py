@@ -1,0 +1,38 @@
+import json
+
+import pytest
+import torch
+
+from sepgan.bench import bench_signal, main, timed
+
+
+def test_timed_gives_the_real_time_factor_and_the_memory_a_run_adds():
+    figures = timed(lambda: torch.ones(50_000_000).sum(), seconds_of_audio=2.0)  # 200 MB
+    assert figures["rtf"] > 0
+    if figures["peak_added_mb"] is not None:  # Linux
+        assert 150 < figures["peak_added_mb"] < 400
+
+
+def test_bench_signal_is_deterministic_speech_with_noise_at_a_sane_level():
+    signal = bench_signal(1.0)
+    assert signal.shape == (16000,) and signal.dtype.name == "float32"
+    assert torch.allclose(torch.from_numpy(signal), torch.from_numpy(bench_signal(1.0)))
+    assert 0.05 < float((signal**2).mean() ** 0.5) < 0.2
+
+
+def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    threads_before = torch.get_num_threads()
+    results = main(["--presets", "model_b", "--seconds", "0.5", "1", "--steps", "1", "--batch", "1",
+                    "--threads", "1", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert "noisereduce" in out and "model_b" in out and "RTF 1s x1" in out
+    written = json.loads(path.read_text())
+    assert written == json.loads(json.dumps(results))
+    figures = written["models"]["model_b"]
+    assert set(figures["inference"]) == {"0.5s", "1s"}
+    assert all(set(length) == {"1"} and length["1"]["rtf"] > 0 for length in figures["inference"].values())
+    assert figures["rtf_vs_noisereduce"] == pytest.approx(
+        figures["inference"]["1s"]["1"]["rtf"] / written["noisereduce"]["1s"]["rtf"])
+    assert figures["train_examples_per_s"] > 0 and figures["params"] == 156_274
+    assert torch.get_num_threads() == threads_before  # the bench leaves torch's setting as it found it
