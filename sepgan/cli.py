@@ -11,6 +11,9 @@ import sys
 # command -> module with a `main(argv) -> int | None`
 COMMANDS = {
     "bench": "sepgan.bench",
+    "export-onnx": "sepgan.export_onnx",
+    "separate": "sepgan.separate_cli",
+    "serve": "sepgan.serve.cli",
 }
 
 
