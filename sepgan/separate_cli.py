@@ -86,10 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subtype", help="sample format, e.g. PCM_16, PCM_24, FLOAT (default: the input's)")
     p.add_argument("--sample-rate", type=int, help="output sample rate in Hz (default: the input's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs never)")
-    p.add_argument("--chunk-seconds", type=float, default=8.0, help="audio per model call (default 8)")
+    p.add_argument("--chunk-seconds", type=float, default=4.0, help="audio kept from each model call (default 4)")
     p.add_argument("--context-seconds", type=float, help="context each side of a chunk (default: the model's "
                                                           "receptive field, which makes chunking exact)")
-    p.add_argument("--batch-size", type=int, default=2, help="chunks per model call (default 2)")
+    p.add_argument("--batch-size", type=int, default=1, help="chunks per model call (default 1; more helps on a GPU)")
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (torch backend)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

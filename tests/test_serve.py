@@ -10,7 +10,9 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+from sepgan.cli import main
 from sepgan.serve import Settings, create_app
+from sepgan.serve.app import _TemporaryFileResponse
 from sepgan.serve.noises import NoiseCatalogue
 from tests.conftest import noisy_speech, write_noise
 
@@ -192,3 +194,41 @@ def test_page_and_docs_load_nothing_from_elsewhere(client):
         for asset in re.findall(r"""(?:src|href)\s*=\s*["']([^"'#]+)["']""", r.text):
             assert client.get(asset).status_code == 200, asset
     assert "/api/separate" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_client_hanging_up_still_removes_the_request_folder(tmp_path):
+    folder = tmp_path / "request"
+    folder.mkdir()
+    (folder / "speech.wav").write_bytes(audio_bytes(0.5))
+    response = _TemporaryFileResponse(folder / "speech.wav", media_type="audio/wav", folder=folder)
+
+    async def receive():  # the client sends nothing more (and never says goodbye)
+        await asyncio.sleep(60)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            raise OSError("connection reset by peer")
+
+    scope = {"type": "http", "method": "GET", "headers": [], "path": "/", "http_version": "1.1"}
+    with pytest.raises(OSError):
+        asyncio.run(response(scope, receive, send))
+    assert not folder.exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--checkpoint", "missing.ckpt"], "checkpoint not found: 'missing.ckpt'"),
+    (["--noise-dir", "no/such/folder"], "noise folder 'no/such/folder' does not exist"),
+])
+def test_serve_command_names_bad_options(args, message, tiny_checkpoint, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    if "--checkpoint" not in args:
+        args = [*args, "--checkpoint", str(tiny_checkpoint)]
+    assert main(["serve", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_serve_command_rejects_a_non_positive_limit(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--max-seconds", "0"])
+    assert "--max-seconds must be positive" in capsys.readouterr().err

@@ -54,8 +54,8 @@ class Settings:
     max_seconds: float = 600.0
     workers: int = 1
     max_queue: int = 32
-    chunk_seconds: float = 8.0
-    batch_size: int = 2
+    chunk_seconds: float = 4.0
+    batch_size: int = 1
     threads: int | None = None
 
 

@@ -23,6 +23,8 @@ class NoiseCatalogue:
     def __init__(self, folder: str | Path | None = None):
         self.files: dict[str, list[Path]] = {}
         if folder is not None:
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"noise folder '{folder}' does not exist or is not a folder")
             for recording in scan_folder(folder, what="noise folder"):
                 self.files.setdefault(recording.label, []).append(recording.path)
 
