@@ -75,6 +75,9 @@ def test_format_by_parameter_or_accept_header(client):
     r = client.post("/api/separate?sample_rate=8000&mono=true", files=upload)
     wav, sr = read(r)
     assert sr == 8000 and wav.shape == (8000, 1)
+    r = client.post("/api/separate", files={"file": ("sun.au", audio_bytes(1.0, fmt="AU"), "audio/basic")})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"  # formats outside the list come back as wav
+    assert sf.info(io.BytesIO(r.content)).format == "WAV"
 
 
 def test_speech_and_noise_add_up_to_the_upload(client):

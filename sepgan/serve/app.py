@@ -257,8 +257,8 @@ def create_app(settings: Settings):
 
         async def work():
             source, name, info = await receive(file, folder, "input")
-            out = OutputFormat.for_input(info, fmt, None, sample_rate)
-            name_out = LIBSNDFILE_TO_NAME.get(out.format, "wav")
+            name_out = fmt or LIBSNDFILE_TO_NAME.get(info.format, "wav")  # other formats come back as wav
+            out = OutputFormat.for_input(info, name_out, None, sample_rate)
             speech, noise = folder / f"speech.{name_out}", folder / f"noise.{name_out}"
             await pool.run(separate_file, engine, source, speech, noise if stem == "noise" else None,
                            mono=mono, out=out)
@@ -278,8 +278,8 @@ def create_app(settings: Settings):
 
         async def work():
             source, name, info = await receive(file, folder, "input")
-            out = OutputFormat.for_input(info)
-            name_out = LIBSNDFILE_TO_NAME.get(out.format, "wav")
+            name_out = LIBSNDFILE_TO_NAME.get(info.format, "wav")
+            out = OutputFormat.for_input(info, name_out)
             target = folder / f"mixture.{name_out}"
 
             def add_noise():
