@@ -12,6 +12,9 @@ import sys
 COMMANDS = {
     "bench": "sepgan.bench",
     "evaluate": "sepgan.evaluate",
+    "export-onnx": "sepgan.export_onnx",
+    "separate": "sepgan.separate_cli",
+    "serve": "sepgan.serve.cli",
 }
 
 

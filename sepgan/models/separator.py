@@ -61,12 +61,13 @@ class Separator(nn.Module):
             return out
         if self.frontend.representation == "magnitude":
             return torch.sigmoid(out) * mixture_features
-        mask = torch.complex(out[:, 0], out[:, 1])
-        mag = mask.abs()
-        mask = mask * (torch.tanh(mag) / mag.clamp_min(1e-8))
-        mix = torch.complex(mixture_features[:, 0], mixture_features[:, 1])
-        est = mask * mix
-        return torch.stack((est.real, est.imag), dim=1)
+        # A complex mask written in real arithmetic, so the model exports to ONNX (no complex type there).
+        mask_re, mask_im = out[:, 0], out[:, 1]
+        mag = torch.sqrt(mask_re**2 + mask_im**2)
+        squash = torch.tanh(mag) / mag.clamp_min(1e-8)
+        mask_re, mask_im = mask_re * squash, mask_im * squash
+        mix_re, mix_im = mixture_features[:, 0], mixture_features[:, 1]
+        return torch.stack((mask_re * mix_re - mask_im * mix_im, mask_re * mix_im + mask_im * mix_re), dim=1)
 
     def separate_features(self, mixture_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(speech, noise) features from normalised mixture features: the whole model between the STFTs."""

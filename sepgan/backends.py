@@ -1,0 +1,134 @@
+"""Inference backends: the model between the STFTs, run by PyTorch or by onnxruntime.
+
+The STFT and its inverse stay in PyTorch (`FrontEnd`) for both, so a backend only maps normalised
+mixture features to speech features. Each also tells the chunked separator what it needs to cut
+a long file without changing the result: the U-Net's time down-sampling factor (chunks must start
+on its grid) and its receptive field in frames (how much context each chunk needs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sepgan.audio import FrontEnd
+from sepgan.models import Separator, load_separator
+
+# Keys of the metadata an exported ONNX model carries, so that it alone is enough to run it.
+META_FRONTEND = "sepgan.frontend"
+META_TIME_FACTOR = "sepgan.time_factor"
+META_RECEPTIVE_FIELD = "sepgan.receptive_field"
+
+
+def receptive_field(model: Separator, frames: int = 128) -> int:
+    """Input frames on each side that an output frame depends on, found by back-propagation.
+
+    Measured rather than derived from the architecture, so it holds for every block type, depth and
+    future change. The gradient of a `time_factor`-wide group of output frames (all positions on the
+    down-sampling grid) reaches exactly the inputs they depend on; the window doubles until the
+    reach stays inside it.
+    """
+    factor = model.net.factor
+    fe = model.frontend
+    generator = torch.Generator().manual_seed(0)
+    was_training = model.training
+    model.eval()
+    try:
+        while True:
+            centre = frames // 2 // factor * factor
+            x = torch.randn(1, fe.channels, fe.n_freq, frames, generator=generator, requires_grad=True)
+            with torch.enable_grad():
+                speech, _ = model.separate_features(x)
+                (grad,) = torch.autograd.grad(speech[..., centre:centre + factor].abs().sum(), x)
+            reached = torch.nonzero(grad.abs().sum(dim=(0, 1, 2))).flatten()
+            first, last = int(reached.min()), int(reached.max())
+            if first > 0 and last < frames - 1:
+                return max(centre - first, last - (centre + factor - 1))
+            frames *= 2
+    finally:
+        model.train(was_training)
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: Separator, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.frontend = model.frontend
+        self.time_factor = model.net.factor
+        self._receptive_field: int | None = None
+
+    @property
+    def receptive_field(self) -> int:
+        if self._receptive_field is None:
+            self._receptive_field = receptive_field(self.model)
+        return self._receptive_field
+
+    def speech_features(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.separate_features(features.to(self.device))[0]
+
+    def describe(self) -> dict:
+        return dict(backend=self.name, parameters=sum(p.numel() for p in self.model.parameters()),
+                    **self.model.config)
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort  # optional at import time: only this backend needs it
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: '{path}'")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:
+            raise ValueError(f"cannot load ONNX model '{path}': {err}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        missing = [k for k in (META_FRONTEND, META_TIME_FACTOR, META_RECEPTIVE_FIELD) if k not in meta]
+        if missing:
+            raise ValueError(f"'{path}' was not written by `sepgan export-onnx` (no {', '.join(missing)} metadata)")
+        self.frontend = FrontEnd(**json.loads(meta[META_FRONTEND]))
+        self.time_factor = int(meta[META_TIME_FACTOR])
+        self.receptive_field = int(meta[META_RECEPTIVE_FIELD])
+        self.path = path
+
+    def speech_features(self, features: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(features.detach().cpu().numpy(), dtype=np.float32)
+        (speech,) = self.session.run(["speech"], {"features": x})
+        return torch.from_numpy(speech)
+
+    def describe(self) -> dict:
+        return dict(backend=self.name, onnx=self.path.name, frontend=asdict(self.frontend))
+
+
+def load_backend(path: str | Path, backend: str | None = None, device: str = "cpu",
+                 threads: int | None = None) -> TorchBackend | OnnxBackend:
+    """A backend for a sepgan checkpoint (`.ckpt`, PyTorch) or an exported model (`.onnx`).
+
+    `backend` defaults to the one the file's extension implies; asking for ONNX with a checkpoint
+    is refused with the command that makes the ONNX file, since exporting takes a while.
+    """
+    path = Path(path)
+    kind = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
+    if kind == "onnx":
+        if path.suffix.lower() != ".onnx":
+            raise ValueError(f"--backend onnx needs an .onnx model, got '{path}'; make one with "
+                             f"`sepgan export-onnx --checkpoint {path} -o {path.with_suffix('.onnx')}`")
+        return OnnxBackend(path, threads)
+    if kind != "torch":
+        raise ValueError(f"unknown backend '{kind}'; choose torch or onnx")
+    if path.suffix.lower() == ".onnx":
+        raise ValueError(f"'{path}' is an ONNX model: use --backend onnx (or no --backend)")
+    return TorchBackend(load_separator(path), device)

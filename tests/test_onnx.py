@@ -1,0 +1,87 @@
+"""`sepgan export-onnx` and the ONNX backend: same output as PyTorch, any length, clear errors."""
+
+import contextlib
+import io
+
+import numpy as np
+import onnx
+import pytest
+import soundfile as sf
+from onnx import TensorProto, helper
+
+from sepgan.backends import OnnxBackend, TorchBackend, load_backend, receptive_field
+from sepgan.cli import main
+from sepgan.export_onnx import TOLERANCE, check_onnx
+from sepgan.models import load_separator
+from sepgan.separate import ChunkedSeparator
+from tests.conftest import noisy_speech
+
+
+@pytest.fixture(scope="module")
+def export_run(tiny_checkpoint, tmp_path_factory):
+    """The tiny model exported once through the command line (export takes ~20 s), and what it printed."""
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export-onnx", "--checkpoint", str(tiny_checkpoint), "-o", str(path)]) == 0
+    return path, printed.getvalue()
+
+
+@pytest.fixture
+def exported(export_run):
+    return export_run[0]
+
+
+def test_export_reports_the_check(export_run):
+    path, printed = export_run
+    assert f"wrote {path}" in printed and "onnxruntime matches PyTorch: max relative error" in printed
+
+
+def test_onnx_features_match_pytorch(exported, tiny_checkpoint):
+    model = load_separator(tiny_checkpoint)
+    assert check_onnx(model, exported) <= TOLERANCE
+    backend = OnnxBackend(exported)
+    assert backend.time_factor == model.net.factor
+    assert backend.receptive_field == receptive_field(model)
+    assert backend.frontend == model.frontend
+
+
+def test_onnx_backend_separates_like_pytorch(exported, tiny_checkpoint):
+    mixture = noisy_speech(7.3)
+    torch_out = ChunkedSeparator(TorchBackend(load_separator(tiny_checkpoint)), 2.0, 2).separate(mixture)
+    onnx_out = ChunkedSeparator(load_backend(exported), 2.0, 2).separate(mixture)
+    assert np.abs(onnx_out - torch_out).max() <= TOLERANCE * np.abs(torch_out).max()
+
+
+def test_separate_command_with_onnx_backend(exported, tiny_checkpoint, tmp_path):
+    sf.write(tmp_path / "in.wav", noisy_speech(3.0, 22050), 22050, subtype="FLOAT")
+    for backend, model in (("torch", tiny_checkpoint), ("onnx", exported)):
+        assert main(["separate", str(tmp_path / "in.wav"), "-o", str(tmp_path / backend),
+                     "--checkpoint", str(model), "--backend", backend, "--quiet"]) == 0
+    a, rate = sf.read(tmp_path / "onnx" / "in.wav")
+    b, _ = sf.read(tmp_path / "torch" / "in.wav")
+    assert rate == 22050 and a.shape == b.shape
+    assert np.abs(a - b).max() <= TOLERANCE * np.abs(b).max()
+
+
+def test_export_refuses_to_overwrite_and_wrong_names(exported, tiny_checkpoint, capsys):
+    before = exported.read_bytes()
+    assert main(["export-onnx", "--checkpoint", str(tiny_checkpoint), "-o", str(exported)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert exported.read_bytes() == before
+    assert main(["export-onnx", "--checkpoint", str(tiny_checkpoint), "-o", str(exported.with_suffix(".pt"))]) == 2
+    assert "must end in .onnx" in capsys.readouterr().err
+
+
+def test_foreign_onnx_file_is_named(tmp_path):
+    graph = helper.make_graph([helper.make_node("Identity", ["features"], ["speech"])], "identity",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("speech", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
+    with pytest.raises(ValueError, match="not written by `sepgan export-onnx`"):
+        OnnxBackend(tmp_path / "other.onnx")
+    (tmp_path / "junk.onnx").write_text("junk")
+    with pytest.raises(ValueError, match="cannot load ONNX model"):
+        OnnxBackend(tmp_path / "junk.onnx")
+    with pytest.raises(ValueError, match="is an ONNX model"):
+        load_backend(tmp_path / "other.onnx", "torch")

@@ -1,0 +1,115 @@
+"""`sepgan separate`: folders, names, formats, refusing to overwrite, and clear errors."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sepgan.cli import main
+from sepgan.pretrained import DEFAULT_CHECKPOINT
+from tests.conftest import noisy_speech
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder with nested files of several formats, rates, channel counts and bit depths."""
+    root = tmp_path / "in"
+    (root / "day1").mkdir(parents=True)
+    sf.write(root / "a.wav", noisy_speech(2.0), 16000, subtype="PCM_16")
+    sf.write(root / "day1" / "b.flac", np.stack([noisy_speech(1.5, 48000), noisy_speech(1.5, 48000, 1)], 1),
+             48000, subtype="PCM_24")
+    sf.write(root / "day1" / "c.wav", noisy_speech(1.0, 8000), 8000, subtype="PCM_U8")
+    (root / "notes.txt").write_text("not audio, not picked up")
+    return root
+
+
+def run(*args, checkpoint=None):
+    extra = ["--checkpoint", str(checkpoint)] if checkpoint else []
+    return main(["separate", *map(str, args), *extra, "--quiet"])
+
+
+def test_folder_keeps_names_paths_formats_and_rates(inputs, tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "out"
+    assert run(inputs, "-o", out, "--save-noise", checkpoint=tiny_checkpoint) == 0
+    found = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert found == ["a.wav", "a_noise.wav", "day1", "day1/b.flac", "day1/b_noise.flac", "day1/c.wav",
+                     "day1/c_noise.wav"]
+    for name, source in (("a.wav", "a.wav"), ("day1/b.flac", "day1/b.flac"), ("day1/c_noise.wav", "day1/c.wav")):
+        got, want = sf.info(out / name), sf.info(inputs / source)
+        assert (got.format, got.subtype, got.samplerate, got.channels, got.frames) == \
+               (want.format, want.subtype, want.samplerate, want.channels, want.frames)
+    assert "cleaned 3 of 3 files" in capsys.readouterr().err
+
+
+def test_options_change_format_rate_and_channels(inputs, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    assert run(inputs / "day1" / "b.flac", "-o", out, "--format", "wav", "--subtype", "FLOAT",
+               "--sample-rate", "22050", "--mono", checkpoint=tiny_checkpoint) == 0
+    info = sf.info(out / "b.wav")
+    assert (info.format, info.subtype, info.samplerate, info.channels) == ("WAV", "FLOAT", 22050, 1)
+    assert info.frames == round(1.5 * 22050)
+
+
+def test_existing_outputs_and_inputs_are_never_overwritten(inputs, tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.wav").write_bytes(b"keep me")
+    assert run(inputs / "a.wav", "-o", out, checkpoint=tiny_checkpoint) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "a.wav").read_bytes() == b"keep me"
+    assert run(inputs / "a.wav", "-o", out, "--overwrite", checkpoint=tiny_checkpoint) == 0
+    assert sf.info(out / "a.wav").frames == 32000
+    before = (inputs / "a.wav").read_bytes()
+    assert run(inputs / "a.wav", "-o", inputs, "--overwrite", checkpoint=tiny_checkpoint) == 1
+    assert "refusing to write over the input" in capsys.readouterr().err
+    assert (inputs / "a.wav").read_bytes() == before
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_back(inputs, tiny_checkpoint):
+    assert run(inputs, "-o", inputs / "clean", checkpoint=tiny_checkpoint) == 0
+    assert run(inputs, "-o", inputs / "clean", "--overwrite", checkpoint=tiny_checkpoint) == 0
+    assert not (inputs / "clean" / "clean").exists()
+
+
+def test_bad_file_is_reported_and_the_rest_cleaned(inputs, tmp_path, tiny_checkpoint, capsys):
+    (inputs / "broken.wav").write_text("a text file renamed to .wav\n" * 20)
+    (inputs / "empty.flac").write_bytes(b"")
+    out = tmp_path / "out"
+    assert run(inputs, "-o", out, checkpoint=tiny_checkpoint) == 1
+    err = capsys.readouterr().err
+    assert "broken.wav: cannot read" in err and "empty.flac" in err and "empty" in err
+    assert "cleaned 3 of 5 files" in err
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.wav", "b.flac", "c.wav"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["nowhere.wav", "-o", "out"], "input not found: 'nowhere.wav'"),
+    (["IN", "-o", "out", "--checkpoint", "missing.ckpt"], "checkpoint not found"),
+    (["IN", "-o", "out", "--chunk-seconds", "0"], "chunk length must be positive"),
+])
+def test_bad_arguments_are_named(inputs, tiny_checkpoint, args, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    args = [str(inputs) if a == "IN" else a for a in args]
+    if "--checkpoint" not in args:
+        args += ["--checkpoint", str(tiny_checkpoint)]
+    assert main(["separate", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_same_output_from_two_inputs_is_refused(inputs, tmp_path, tiny_checkpoint, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    sf.write(other / "a.wav", noisy_speech(1.0), 16000)
+    assert run(inputs / "a.wav", other / "a.wav", "-o", tmp_path / "out", checkpoint=tiny_checkpoint) == 2
+    assert "would both be written to" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(DEFAULT_CHECKPOINT.exists(), reason="a model is shipped")
+def test_without_a_shipped_model_the_checkpoint_option_is_named(inputs, tmp_path, capsys):
+    assert main(["separate", str(inputs), "-o", str(tmp_path / "out")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_bad_option_is_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["separate", "x.wav", "-o", "out", "--format", "mp4"])
+    assert exit_.value.code == 2 and "invalid choice: 'mp4'" in capsys.readouterr().err
