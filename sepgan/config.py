@@ -6,9 +6,14 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sepgan.distributed import mixed_precision
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# `trainer=gpu` and `trainer=ddp` ask for `precision: ${mixed_precision:}`: bf16 or fp16 by the GPU at hand.
+OmegaConf.register_new_resolver("mixed_precision", mixed_precision, replace=True)
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
