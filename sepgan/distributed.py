@@ -13,12 +13,7 @@ When a scheduler starts the ranks (SLURM tasks, torchrun), Lightning does not st
 from __future__ import annotations
 
 import torch
-from lightning_fabric.plugins.environments import (
-    KubeflowEnvironment,
-    LSFEnvironment,
-    SLURMEnvironment,
-    TorchElasticEnvironment,
-)
+from lightning_fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
 from omegaconf import DictConfig
 
 MULTI_PROCESS_STRATEGIES = ("ddp", "fsdp", "deepspeed")  # Lightning starts a process per device for these
@@ -49,8 +44,7 @@ def check_strategy(trainer_cfg: DictConfig) -> None:
 
 def ranks_started_by_scheduler() -> bool:
     """True when a cluster scheduler or torchrun has started the rank processes (Lightning then starts none)."""
-    return any(env.detect() for env in (SLURMEnvironment, TorchElasticEnvironment, KubeflowEnvironment,
-                                        LSFEnvironment))
+    return any(env.detect() for env in (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment))
 
 
 def starts_rank_processes(trainer_cfg: DictConfig) -> bool:

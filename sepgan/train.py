@@ -19,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_original_cwd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from sepgan import stages
@@ -57,7 +57,8 @@ def run_job_on_its_own(cfg: DictConfig) -> float | None:
     """
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
-    command = [sys.executable, "-m", "sepgan.train", *hydra_cfg.overrides.task,
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("group=")]
+    command = [sys.executable, "-m", "sepgan.train", *overrides, f'group="{cfg.group}"',
                f'hydra.run.dir="{output_dir}"', "hydra.output_subdir=null"]
     log.info("job %s starts %s processes: running it as a run of its own in %s",
              hydra_cfg.job.num, cfg.trainer.devices, output_dir)
@@ -68,11 +69,21 @@ def run_job_on_its_own(cfg: DictConfig) -> float | None:
     return objective(json.loads(Path(output_dir, "results.json").read_text()))
 
 
+def group_by_sweep(cfg: DictConfig) -> None:
+    """The runs of one sweep share a W&B group, `<name>-<sweep folder>`, unless `group=` was given."""
+    hydra_cfg = HydraConfig.get()
+    if not any(o.startswith("group=") for o in hydra_cfg.overrides.task):
+        with open_dict(cfg):
+            cfg.group = f"{cfg.name}-{Path(hydra_cfg.sweep.dir).name}"
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    if HydraConfig.get().mode == RunMode.MULTIRUN and starts_rank_processes(cfg.trainer):
-        check_strategy(cfg.trainer)
-        return run_job_on_its_own(cfg)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        group_by_sweep(cfg)
+        if starts_rank_processes(cfg.trainer):
+            check_strategy(cfg.trainer)
+            return run_job_on_its_own(cfg)
     results = run(cfg)
     if rank_zero_only.rank == 0:
         print("\n" + stages.summary(results) + f"\nrun folder: {cfg.paths.output_dir}", flush=True)
