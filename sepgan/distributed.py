@@ -2,10 +2,11 @@
 
 Lightning's `ddp` starts ranks 1..N-1 by re-running the command line (rank 0 is the process
 itself). That is what sepgan uses, because every rank then runs the whole stage and keeps its
-state. Spawn-based strategies (`ddp_spawn`, `start_method: spawn`) are refused: they hand back
-only the weights and the last metrics of each `Trainer` call, while sepgan's stages call the
-Trainer several times and need what happened in between (the adversarial guard's decisions, step
-counts, the loggers' files); they also copy the whole data set into every process at every call.
+state. Strategies that start their processes from Python (`ddp_spawn`, `ddp_fork`,
+`start_method: spawn`) are refused: they hand back only the weights and the last metrics of each
+`Trainer` call, while sepgan's stages call the Trainer several times and need what happened in
+between (the adversarial guard's decisions, step counts, the loggers' files); spawning also copies
+the whole data set into every process at every call. Tried: the pipeline failed in the CSV logger.
 
 When a scheduler starts the ranks (SLURM tasks, torchrun), Lightning does not start any.
 """

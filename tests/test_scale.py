@@ -219,4 +219,6 @@ def test_optuna_search_writes_its_study_and_best_parameters_and_resumes(tmp_path
     assert best.best_value == pytest.approx(max(returned))
 
     train_cli(*search, "hydra.sweeper.n_trials=1")  # the same command again continues the study
-    assert len(optuna.load_study(study_name="tone", storage=storage).trials) == 3
+    first, second, resumed = optuna.load_study(study_name="tone", storage=storage).trials
+    assert resumed.state == optuna.trial.TrialState.COMPLETE
+    assert resumed.params not in (first.params, second.params)  # a new trial, not the first one again
