@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -26,6 +27,11 @@ from sepgan import stages
 from sepgan.distributed import check_strategy, starts_rank_processes
 
 log = logging.getLogger("sepgan.train")
+
+# conf/hydra/launcher/submitit_{slurm,local}.yaml keep the plugin's names, which makes Hydra validate them
+# against the plugin's schema of the same name and call that matching deprecated. They name their
+# `_target_` and every value sepgan sets, so they work without the matching too.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema")
 
 
 def run(cfg: DictConfig) -> list[stages.StageResult]:

@@ -7,8 +7,10 @@ rank by re-running the command line, which must be the training entry point, not
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -184,7 +186,7 @@ def test_submitit_local_multirun_makes_two_finished_runs(tmp_path):
 
 
 def test_submitit_slurm_submits_what_the_config_asks_for(tmp_path):
-    # A stand-in cluster: `srun` exists, `sbatch` keeps the script submitit wrote and refuses the job.
+    # A cluster that refuses jobs: `srun` exists, `sbatch` keeps the script submitit wrote and says no.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
@@ -196,10 +198,35 @@ def test_submitit_slurm_submits_what_the_config_asks_for(tmp_path):
                     "+experiment=tone", "trainer=ddp", "optim.optimizer.lr=0.001,0.002", f"paths.log_dir={tmp_path}",
                     env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, check=False)
     assert out.returncode != 0 and "no jobs here" in out.stderr
+    assert "deprecated" not in out.stderr
     script = (tmp_path / "job.sh").read_text()
     for line in ("--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--time=90", "--mem=48GB",
                  "--job-name=tone", "--array=0-1"):
         assert f"#SBATCH {line}" in script, line
+
+
+def test_slurm_tasks_are_the_ddp_ranks(tmp_path):
+    # tests/slurm_standin: sbatch, srun and sacct that run a job's tasks on this machine with SLURM's
+    # environment. Lightning must take the two tasks as its ranks and start no process of its own.
+    bin_dir = tmp_path / "bin"
+    shutil.copytree(ROOT / "tests" / "slurm_standin", bin_dir)
+    (bin_dir / "state").mkdir()
+    train_cli("-m", "hydra/launcher=submitit_slurm", "hydra.launcher.gpus_per_node=2", "+experiment=tone", *TINY,
+              "trainer=ddp_sim", "trainer.max_steps=2", "data.train_examples=8",
+              "+callbacks.probe._target_=tests.ddp_probe.RankProbe", f"paths.log_dir={tmp_path / 'logs'}",
+              env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    (job,) = tmp_path.glob("logs/tone/multiruns/*/0")
+    ranks = [json.loads((job / f"rank_{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    assert not set(ranks[0]["examples"]) & set(ranks[1]["examples"]) and ranks[0]["weights"] == ranks[1]["weights"]
+    assert not list(job.glob("train_ddp_process_*.log"))  # no rank started by Lightning
+    assert json.loads((job / "results.json").read_text())[0]["steps"] == 2
+    (state,) = (bin_dir / "state").iterdir()  # the stand-in sbatch records the job's end just after its tasks
+    for _ in range(300):
+        if state.read_text().strip() != "RUNNING":
+            break
+        time.sleep(0.1)
+    assert state.read_text().strip() == "COMPLETED"
 
 
 def test_optuna_search_writes_its_study_and_best_parameters_and_resumes(tmp_path):
