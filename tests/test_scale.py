@@ -180,7 +180,9 @@ def test_submitit_local_multirun_makes_two_finished_runs(tmp_path):
     (sweep,) = tmp_path.glob("tone/multiruns/*")
     jobs = job_folders(sweep)
     assert [job.name for job in jobs] == ["0", "1"]
-    assert {OmegaConf.load(job / "config.yaml").optim.optimizer.lr for job in jobs} == {0.001, 0.002}
+    configs = [OmegaConf.load(job / "config.yaml") for job in jobs]
+    assert {c.optim.optimizer.lr for c in configs} == {0.001, 0.002}
+    assert {c.group for c in configs} == {f"tone-{sweep.name}"}  # one W&B group for the sweep
     assert all(json.loads((job / "results.json").read_text())[0]["steps"] == 1 for job in jobs)
     assert len(list(sweep.glob(".submitit/*/*_result.pkl"))) == 2  # submitit's record of two finished jobs
 
