@@ -13,7 +13,6 @@ from sepgan.distributed import mixed_precision
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-
 def sqlite_url(path: str) -> str:
     """An SQLAlchemy URL for an SQLite file at `path`, its folder made (SQLite makes files, not folders)."""
     file = Path(path).expanduser().resolve()
