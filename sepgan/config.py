@@ -6,9 +6,24 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sepgan.distributed import mixed_precision
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def sqlite_url(path: str) -> str:
+    """An SQLAlchemy URL for an SQLite file at `path`, its folder made (SQLite makes files, not folders)."""
+    file = Path(path).expanduser().resolve()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{file}"
+
+
+# `trainer=gpu` and `trainer=ddp` ask for `precision: ${mixed_precision:}`: bf16 or fp16 by the GPU at hand;
+# `hparams_search=optuna` keeps its trials in `${sqlite_url:PATH}`.
+OmegaConf.register_new_resolver("mixed_precision", mixed_precision, replace=True)
+OmegaConf.register_new_resolver("sqlite_url", sqlite_url, replace=True)
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

@@ -3,7 +3,8 @@
 - `generator`: supervised pretraining (`GeneratorSystem`);
 - `discriminator`: the generator frozen, a discriminator learns real versus estimated speech;
 - `adversarial`: both trained together, guarded against making the generator worse;
-- `gan`: the three in order, each in its own sub-folder of the run, handing checkpoints on.
+- `gan`: the three in order, each in its own sub-folder of the run, handing checkpoints on;
+- `validate`: a generator checkpoint on the validation set.
 
 Each stage returns a `StageResult` with its figures and the checkpoint it hands on.
 """
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sepgan.config import build_separator
 from sepgan.data import SeparationDataModule
+from sepgan.distributed import strategy_with_unused_parameters
 from sepgan.models import Separator, load_discriminator, load_separator
 from sepgan.systems.adversarial import AdversarialGuard, AdversarialSystem
 from sepgan.systems.discriminator import DiscriminatorSystem
@@ -221,7 +223,8 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
     # Manual optimisation clips its own gradients; Lightning refuses a Trainer-level clip value with it.
     trainer = build_trainer(cfg, "adversarial", max_steps=gan.steps.adversarial, max_epochs=-1,
                             check_val_every_n_epoch=None, val_check_interval=gan.val_check_steps,
-                            gradient_clip_val=None, extra_callbacks=[guard])
+                            gradient_clip_val=None, extra_callbacks=[guard],
+                            strategy=strategy_with_unused_parameters(cfg.trainer))
     trainer.fit(system, datamodule=datamodule)
     final = str(Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt")
     if guard.rolled_back:  # the weights just restored are what gets validated and handed on
@@ -235,6 +238,20 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
         result.notes.append(f"WARNING: the adversarial stage ends WORSE than the pretrained generator: "
                             f"validation SI-SDRi {si_sdri:.2f} dB < {baseline:.2f} dB")
     return result
+
+
+def run_validation(cfg: DictConfig) -> StageResult:
+    """A generator checkpoint (`init_from`) on the validation set, on any number of devices."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    save_config(cfg)
+    checkpoint = _require(cfg.get("init_from"), "validate")
+    separator = load_separator(checkpoint)
+    datamodule = build_datamodule(cfg, separator)
+    system = GeneratorSystem(separator, build_loss(cfg), optimizer=instantiate(cfg.optim).optimizer)
+    metrics = build_trainer(cfg, "validate").validate(system, datamodule=datamodule, verbose=False)[0]
+    return StageResult("validate", 0, time.perf_counter() - started, checkpoint,
+                       {k: float(v) for k, v in metrics.items() if k.startswith("val/")})
 
 
 def stage_config(cfg: DictConfig, index: int, stage: str) -> DictConfig:

@@ -35,8 +35,10 @@ SPLITS = ("train", "val", "test")
 class MixtureDataset(Dataset):
     """`length` mixtures of speech and noise; noise classes are drawn with equal probability.
 
-    With `seed` set, example i is the same every time (validation/test); with `seed=None` each
-    access draws fresh randomness from torch's generator, which Lightning seeds per worker.
+    With `seed` set, example i is the same every time (validation/test). With `seed=None` each
+    access draws fresh randomness from torch's generator (which Lightning seeds per worker and
+    rank) mixed with the index: under DDP, ranks without workers share one generator state but
+    get different indices from the distributed sampler, so they still train on different examples.
     """
 
     def __init__(self, speech: Corpus, noise: Corpus, mixer: Mixer, length: int, seed: int | None = None):
@@ -48,7 +50,7 @@ class MixtureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self.seed is None:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+            rng = np.random.default_rng([int(torch.randint(0, 2**62, ())), index])
         else:
             rng = np.random.default_rng([self.seed, index])
         for _ in range(50):
@@ -182,6 +184,12 @@ class SeparationDataModule(pl.LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         h = self.hparams
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        if name != "train" and len(self.datasets[name]) % ranks:
+            log.warning("data.%s_examples=%d does not divide between %d ranks: Lightning's distributed sampler "
+                        "repeats examples to even them out, so the %s figures count some twice and differ "
+                        "from a single device's; use a multiple of %d", name, len(self.datasets[name]), ranks,
+                        name, ranks)
         return DataLoader(self.datasets[name], batch_size=h.batch_size, shuffle=shuffle, num_workers=h.num_workers,
                           persistent_workers=h.num_workers > 0, drop_last=False)
 

@@ -56,7 +56,9 @@ class Separator(nn.Module):
 
     def estimate(self, mixture_features: torch.Tensor) -> torch.Tensor:
         """The network's estimate of its target (speech or noise) in feature space."""
-        out = self.net(mixture_features)
+        # Under mixed precision the U-Net computes in 16 bits; masks, complex spectra and the inverse STFT
+        # stay in 32 (torch has no complex bf16, and half-precision FFTs take power-of-two sizes only).
+        out = self.net(mixture_features).float()
         if self.output == "direct":
             return out
         if self.frontend.representation == "magnitude":
