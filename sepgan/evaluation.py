@@ -170,7 +170,7 @@ class ConfigMixtures:
             cfg = compose_config([*overrides, f"data.sample_rate={sample_rate}", "data.num_workers=0",
                                   f"data.{split}_examples={count}"])
             self.datamodule = instantiate(cfg.data)
-        except HydraException as err:
+        except (HydraException, ValueError) as err:  # a bad key, or a value the data module rejects
             raise EvaluationError(f"bad data-config override ({err}); --data takes overrides of the data "
                                   f"group such as root=../shared/data noise_classes=[dog_bark]") from None
         self.sample_rate, self.split, self.count = sample_rate, split, count
