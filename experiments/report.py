@@ -32,7 +32,7 @@ def _row(record: dict) -> str:
     return (f"| `{record['name']}` | {record['what']} | {sum(s['steps'] for s in record['stages'])} | "
             f"{record['train_seconds'] / 60:.1f} | {_fmt(_val(record))} | **{m('model', 'si_sdri')}** | "
             f"{m('noisy', 'pesq')} → {m('model', 'pesq')} | {m('noisy', 'stoi', 3)} → {m('model', 'stoi', 3)} | "
-            f"{m('spectral_gating', 'si_sdri')} | {m('oracle_irm', 'si_sdri')} | [{stage['stage']}](figures/{record['name']}.png) |")
+            f"{m('spectral_gating', 'si_sdri')} | {m('oracle_irm', 'si_sdri')} | [{stage['stage']}](figures/{record.get('same_as', record['name'])}.png) |")
 
 
 HEADER = ("| run | what varies | steps | train min | val SI-SDRi | test SI-SDRi | PESQ noisy → model | "

@@ -48,22 +48,6 @@ EXPERIMENTS = {
     "air_conditioner": ("noise type", "air conditioner", ["+experiment=air_conditioner"]),
     "dog_bark": ("noise type", "dog barks", ["+experiment=dog_bark"]),
     "general": ("noise type", "all ten UrbanSound8K classes and the cafe", ["+experiment=general"]),
-    "model_a": ("model", "Model A: dense U-Net, predicts speech (study preset)",
-                ["+experiment=general", "model=model_a"]),
-    "model_b": ("model", "Model B: smaller U-Net without BN, predicts noise, Huber loss (study preset)",
-                ["+experiment=general", "model=model_b", "loss=huber"]),
-    "magnitude": ("representation", "magnitude, mixture phase reused", ["+experiment=general", "frontend.representation=magnitude"]),
-    "complex": ("representation", "complex (real, imaginary)", ["+experiment=general"]),
-    "loss_mse": ("loss", "MSE", ["+experiment=general", "loss.weights.si_sdr=0", "loss.weights.mse=1"]),
-    "loss_noise_weighted_mse": ("loss", "noise-weighted MSE",
-                                ["+experiment=general", "loss.weights.si_sdr=0", "loss.weights.noise_weighted_mse=1"]),
-    "loss_article": ("loss", "study: 1e2 MSE + 1e4 noise-weighted MSE", ["+experiment=general", "loss=article"]),
-    "loss_huber": ("loss", "Huber on the noise", ["+experiment=general", "loss=huber"]),
-    "loss_ssim": ("loss", "SSIM", ["+experiment=general", "loss.weights.si_sdr=0", "loss.weights.ssim=1"]),
-    "loss_projection": ("loss", "source projection", ["+experiment=general", "loss=projection"]),
-    "loss_si_sdr": ("loss", "SI-SDR (sepgan's default)", ["+experiment=general"]),
-    "loss_projection_mse_si_sdr": ("loss", "projection + MSE + SI-SDR",
-                                   ["+experiment=general", "loss.weights.projection=1", "loss.weights.mse=1"]),
     "gan": ("gan", "three stages: generator, discriminator, adversarial (projection + MSE + SI-SDR + 0.01 adversarial)",
             ["+experiment=gan", "gan.steps.discriminator=100", "gan.steps.adversarial=200", "gan.val_check_steps=50"]),
     # The control: the same 200 fine-tuning steps from the same checkpoints without the adversarial
@@ -72,6 +56,27 @@ EXPERIMENTS = {
                     ["+experiment=gan", "stage=adversarial", "init_from={gan:generator}",
                      "discriminator_from={gan:discriminator}", "loss.weights.adversarial=0",
                      "gan.steps.adversarial=200", "gan.val_check_steps=50"]),
+    "model_a": ("model", "Model A: dense U-Net, predicts speech (study preset)",
+                ["+experiment=general", "model=model_a"]),
+    "model_b": ("model", "Model B: smaller U-Net without BN, predicts noise, Huber loss (study preset)",
+                ["+experiment=general", "model=model_b", "loss=huber"]),
+    "magnitude": ("representation", "magnitude, mixture phase reused", ["+experiment=general", "frontend.representation=magnitude"]),
+    "loss_mse": ("loss", "MSE", ["+experiment=general", "loss.weights.si_sdr=0", "loss.weights.mse=1"]),
+    "loss_noise_weighted_mse": ("loss", "noise-weighted MSE",
+                                ["+experiment=general", "loss.weights.si_sdr=0", "loss.weights.noise_weighted_mse=1"]),
+    "loss_article": ("loss", "study: 1e2 MSE + 1e4 noise-weighted MSE", ["+experiment=general", "loss=article"]),
+    "loss_huber": ("loss", "Huber on the noise", ["+experiment=general", "loss=huber"]),
+    "loss_ssim": ("loss", "SSIM", ["+experiment=general", "loss.weights.si_sdr=0", "loss.weights.ssim=1"]),
+    "loss_projection": ("loss", "source projection", ["+experiment=general", "loss=projection"]),
+    "loss_projection_mse_si_sdr": ("loss", "projection + MSE + SI-SDR",
+                                   ["+experiment=general", "loss.weights.projection=1", "loss.weights.mse=1"]),
+}
+
+# Rows whose settings are exactly those of another run: the report shows that run's figures again
+# under this name instead of training the same thing twice.
+SAME_AS = {
+    "complex": ("general", "representation", "complex (real, imaginary): the `general` run"),
+    "loss_si_sdr": ("general", "loss", "SI-SDR (sepgan's default): the `general` run"),
 }
 
 
@@ -115,6 +120,14 @@ def score(name: str, overrides: list[str], checkpoint: str) -> dict:
     return json.loads(summary_path.read_text())
 
 
+def reuse(name: str) -> None:
+    """Store another run's record under `name`, with this row's group and description."""
+    source, group, what = SAME_AS[name]
+    record = json.loads((HERE / "results" / f"{source}.json").read_text())
+    record.update(name=name, group=group, what=what, same_as=source)
+    (HERE / "results" / f"{name}.json").write_text(json.dumps(record, indent=2))
+
+
 def run(name: str) -> None:
     group, what, overrides = EXPERIMENTS[name]
     started = time.perf_counter()
@@ -141,6 +154,9 @@ def main() -> None:
             if args.only or not (HERE / "results" / f"{name}.json").exists():
                 print(f"== {name}", flush=True)
                 run(name)
+        for name in SAME_AS:
+            if (HERE / "results" / f"{SAME_AS[name][0]}.json").exists():
+                reuse(name)
     from report import write_report  # noqa: E402 (a sibling script)
 
     write_report(HERE)
