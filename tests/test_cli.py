@@ -1,7 +1,7 @@
 import pytest
 
 from sepgan.cli import main
-from sepgan.pretrained import DEFAULT_CHECKPOINT, default_checkpoint
+from sepgan.pretrained import default_checkpoint
 
 
 def test_unknown_command_prints_usage(capsys):
@@ -14,7 +14,7 @@ def test_help_lists_commands(capsys):
     assert "bench" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(DEFAULT_CHECKPOINT.exists(), reason="a model is shipped")
-def test_missing_shipped_model_is_explained():
+def test_missing_shipped_model_is_explained(monkeypatch, tmp_path):
+    monkeypatch.setattr("sepgan.pretrained.DEFAULT_CHECKPOINT", tmp_path / "none.ckpt")
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
         default_checkpoint()

@@ -18,7 +18,6 @@ from sepgan.evaluation import (
     FolderPairs,
     evaluate,
 )
-from sepgan.pretrained import DEFAULT_CHECKPOINT
 from tests.conftest import SHARED_DATA
 
 SR = 16000
@@ -184,8 +183,8 @@ def test_bad_data_overrides_and_arguments_are_explained(checkpoint, capsys):
         evaluate([], methods=("model",))
 
 
-@pytest.mark.skipif(DEFAULT_CHECKPOINT.exists(), reason="a model is shipped")
-def test_without_a_shipped_model_the_checkpoint_option_is_named(folders, capsys):
+def test_without_a_shipped_model_the_checkpoint_option_is_named(folders, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("sepgan.pretrained.DEFAULT_CHECKPOINT", tmp_path / "none.ckpt")
     assert evaluate_main(["--noisy-dir", str(folders / "noisy"), "--clean-dir", str(folders / "clean")]) == 1
     assert "pass --checkpoint PATH" in capsys.readouterr().err
 

@@ -5,7 +5,6 @@ import pytest
 import soundfile as sf
 
 from sepgan.cli import main
-from sepgan.pretrained import DEFAULT_CHECKPOINT
 from tests.conftest import noisy_speech
 
 
@@ -103,8 +102,8 @@ def test_same_output_from_two_inputs_is_refused(inputs, tmp_path, tiny_checkpoin
     assert "would both be written to" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(DEFAULT_CHECKPOINT.exists(), reason="a model is shipped")
-def test_without_a_shipped_model_the_checkpoint_option_is_named(inputs, tmp_path, capsys):
+def test_without_a_shipped_model_the_checkpoint_option_is_named(inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sepgan.pretrained.DEFAULT_CHECKPOINT", tmp_path / "none.ckpt")
     assert main(["separate", str(inputs), "-o", str(tmp_path / "out")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
 
