@@ -78,7 +78,8 @@ def write_report(here: Path) -> Path:
         "`experiments/results/`; every number below is read from them. Speech is LibriSpeech and noise is "
         "UrbanSound8K (plus the café recording) from `../shared/data`; tones are synthetic, as in the study.",
         "",
-        f"**Budget.** Every run: {budget}. The study trained for hours on a GPU; these are minutes on "
+        f"**Budget.** Every run: {budget}, then its own overrides (the Model A and Model B rows use "
+        "those presets instead of `model=small`). The study trained for hours on a GPU; these are minutes on "
         "2 CPU cores, so absolute figures are far below a full training and only the comparisons within a "
         "table carry over.",
         "",

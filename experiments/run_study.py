@@ -56,6 +56,12 @@ EXPERIMENTS = {
                     ["+experiment=gan", "stage=adversarial", "init_from={gan:generator}",
                      "discriminator_from={gan:discriminator}", "loss.weights.adversarial=0",
                      "gan.steps.adversarial=200", "gan.val_check_steps=50"]),
+    # And with the adversarial term 100 times stronger than the pipeline's default, where it is no
+    # longer small next to the reconstruction terms.
+    "gan_adversarial_1": ("gan", "the adversarial stage with adversarial weight 1",
+                          ["+experiment=gan", "stage=adversarial", "init_from={gan:generator}",
+                           "discriminator_from={gan:discriminator}", "loss.weights.adversarial=1",
+                           "gan.steps.adversarial=200", "gan.val_check_steps=50"]),
     "model_a": ("model", "Model A: dense U-Net, predicts speech (study preset)",
                 ["+experiment=general", "model=model_a"]),
     "model_b": ("model", "Model B: smaller U-Net without BN, predicts noise, Huber loss (study preset)",
@@ -94,7 +100,8 @@ def resolve(overrides: list[str]) -> list[str]:
 
 
 def train(name: str, overrides: list[str]) -> list[stages.StageResult]:
-    return run_stages(compose_config([*resolve(overrides), *BUDGET, f"paths.output_dir={HERE / 'runs' / name}",
+    # The budget first, so that a run's own choices (model=model_a) win over its defaults (model=small).
+    return run_stages(compose_config([*BUDGET, *resolve(overrides), f"paths.output_dir={HERE / 'runs' / name}",
                                       f"paths.log_dir={HERE / 'runs'}", f"name={name}"]))
 
 
@@ -133,7 +140,7 @@ def run(name: str) -> None:
     started = time.perf_counter()
     results = train(name, overrides)
     record = {
-        "name": name, "group": group, "what": what, "overrides": resolve(overrides) + BUDGET,
+        "name": name, "group": group, "what": what, "overrides": BUDGET + resolve(overrides),
         "stages": stages.as_dict(results),
         "train_seconds": time.perf_counter() - started,
         "test": score(name, overrides, results[-1].checkpoint),
