@@ -21,7 +21,7 @@ train: $(STAMP)
 	$(PY) -m sepgan.train +experiment=gan
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 # Speed figures (several minutes on 2 cores): a table, and bench.json. Uses every core on purpose.
 bench: $(STAMP)
