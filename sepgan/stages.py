@@ -11,6 +11,7 @@ Each stage returns a `StageResult` with its figures and the checkpoint it hands 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -30,7 +31,6 @@ from sepgan.systems.discriminator import DiscriminatorSystem
 from sepgan.systems.generator import GeneratorSystem
 
 log = logging.getLogger("sepgan")
-STAGES = ("generator", "discriminator", "adversarial")
 
 
 @dataclass
@@ -183,6 +183,10 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
 def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
                       datamodule: SeparationDataModule | None = None) -> StageResult:
     """Stage 2: the generator frozen, the discriminator trained for `gan.steps.discriminator` steps."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):  # checkpoints by discriminator accuracy; no generator audio to log
+        cfg.callbacks.model_checkpoint.monitor = "val/disc/accuracy"
+        cfg.callbacks.validation_examples = None
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
@@ -227,8 +231,6 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
                             strategy=strategy_with_unused_parameters(cfg.trainer))
     trainer.fit(system, datamodule=datamodule)
     final = str(Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt")
-    if guard.rolled_back:  # the weights just restored are what gets validated and handed on
-        system.last_validated_step = -1
     result = _finish(trainer, system, datamodule, "adversarial", started, final)
     trainer.save_checkpoint(final, weights_only=False)
     result.metrics["baseline_val/si_sdri"] = baseline
@@ -259,9 +261,6 @@ def stage_config(cfg: DictConfig, index: int, stage: str) -> DictConfig:
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # interpolations follow the new folder
     with open_dict(sub):
         sub.paths.output_dir = str(Path(cfg.paths.output_dir) / f"{index}_{stage}")
-        if stage == "discriminator":  # checkpoints by discriminator accuracy; no generator audio to log
-            sub.callbacks.model_checkpoint.monitor = "val/disc/accuracy"
-            sub.callbacks.validation_examples = None
     return sub
 
 

@@ -111,7 +111,6 @@ class AdversarialGuard(pl.Callback):
         self.best_state: dict | None = None
         self.strikes = 0
         self.fired = False
-        self.rolled_back = False
         self.messages: list[str] = []
 
     def _say(self, message: str) -> None:
@@ -141,6 +140,6 @@ class AdversarialGuard(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.fired and self.action == "rollback":
             pl_module.load_state_dict(self.best_state)
-            self.rolled_back = True
+            pl_module.last_validated_step = -1  # the restored weights are validated again before hand-on
             self._say(f"rolled back to the best weights seen: validation SI-SDRi {self.best_score:.2f} dB"
                       + (" (the pretrained generator)" if self.best_score == self.baseline else ""))
