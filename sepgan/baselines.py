@@ -49,7 +49,7 @@ def oracle_mask(mixture: np.ndarray, speech: np.ndarray, frontend: FrontEnd, kin
     s = torch.from_numpy(np.asarray(speech, np.float64))
     mixture_spec, speech_spec = frontend.stft(y), frontend.stft(s)
     if kind == "irm":
-        mask = ideal_ratio_mask(speech_spec, frontend.stft(y - s))
+        mask = ideal_ratio_mask(speech_spec, mixture_spec - speech_spec)  # the STFT is linear
     else:
         mask = phase_sensitive_mask(speech_spec, mixture_spec)
     return frontend.istft(mask * mixture_spec, len(mixture)).numpy().astype(np.float32)

@@ -22,6 +22,7 @@ from sepgan.evaluation import (
     Report,
     check_output_dir,
     evaluate,
+    listing,
 )
 from sepgan.metrics import METRICS
 
@@ -62,8 +63,7 @@ def _print_notes(report: Report) -> None:
         for note in notes:
             grouped[note].append(name)
     for note, names in grouped.items():
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        print(f"note: {note}: {shown}", file=sys.stderr)
+        print(f"note: {note}: {listing(names, 5)}", file=sys.stderr)
     for name, why in report.skipped.items():
         print(f"skipped {name}: {why}", file=sys.stderr)
 

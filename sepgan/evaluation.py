@@ -65,7 +65,8 @@ class Example:
     notes: list[str] = field(default_factory=list)  # what was done to the files (resampled, mixed down, trimmed)
 
 
-def _listing(names: list[str], limit: int = 10) -> str:
+def listing(names: list[str], limit: int = 10) -> str:
+    """The first `limit` names, and how many more there are: error messages stay readable."""
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
@@ -103,9 +104,9 @@ class FolderPairs:
         problems = []
         only_noisy, only_clean = sorted(set(noisy) - set(clean)), sorted(set(clean) - set(noisy))
         if only_noisy:
-            problems.append(f"only in the noisy folder '{noisy_dir}': {_listing(only_noisy)}")
+            problems.append(f"only in the noisy folder '{noisy_dir}': {listing(only_noisy)}")
         if only_clean:
-            problems.append(f"only in the clean folder '{clean_dir}': {_listing(only_clean)}")
+            problems.append(f"only in the clean folder '{clean_dir}': {listing(only_clean)}")
         self.pairs = [(name, noisy[name], clean[name]) for name in sorted(set(noisy) & set(clean))]
         for name, noisy_path, clean_path in self.pairs:
             seconds = []

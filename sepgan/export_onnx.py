@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sepgan.audio import rms
 from sepgan.backends import META_FRONTEND, META_RECEPTIVE_FIELD, META_TIME_FACTOR, OnnxBackend, receptive_field
 from sepgan.data import synthetic
 from sepgan.models import Separator, load_separator
@@ -89,7 +90,7 @@ def check_onnx(model: Separator, path: str | Path, seconds: tuple[float, ...] = 
         speech = synthetic.speech_like(i, 0, fe.sample_rate, length)
         noise = synthetic.noise(synthetic.NOISE_KINDS[i % len(synthetic.NOISE_KINDS)], i, fe.sample_rate, length)
         mixture = torch.from_numpy(np.stack([speech + noise, speech - 0.5 * noise]))
-        features = fe.encode(mixture / mixture.pow(2).mean(-1, keepdim=True).sqrt())
+        features = fe.encode(mixture / rms(mixture))
         with torch.inference_mode():
             expected = model.separate_features(features)[0]
         got = backend.speech_features(features)

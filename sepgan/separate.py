@@ -270,7 +270,8 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
                   progress: Callable[[float], None] | None = None) -> dict:
     """Clean one file into `speech_path` (and the removed part into `noise_path`), streaming.
 
-    The file is read twice, in blocks: once for its level, once to separate. The noise is the input
+    The file is read in blocks: once for its level, once to separate, and once more to subtract
+    when the noise is written (each pass streams, so memory stays flat). The noise is the input
     minus the speech at the output rate, so the two add up to the input (what the model removed,
     including anything above the model's band). Returns a summary (seconds, clipped samples).
     """

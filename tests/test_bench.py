@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from sepgan.bench import bench_signal, main, timed
 def test_timed_gives_the_real_time_factor_and_the_memory_a_run_adds():
     figures = timed(lambda: torch.ones(50_000_000).sum(), seconds_of_audio=2.0)  # 200 MB
     assert figures["rtf"] > 0
-    if figures["peak_added_mb"] is not None:  # Linux
+    if Path("/proc/self/clear_refs").exists():  # Linux: the peak can be reset and read
         assert 150 < figures["peak_added_mb"] < 400
 
 

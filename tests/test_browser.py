@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import uvicorn
 
-from sepgan.serve import Settings, create_app
+from sepgan.serve.app import Settings, create_app
 from tests.conftest import noisy_speech
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

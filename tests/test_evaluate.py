@@ -71,6 +71,9 @@ def test_evaluate_scores_every_method_with_every_metric_and_writes_results(folde
     assert summary["files"] == 2 and summary["pesq_mode"] == "wb" and summary["sample_rate"] == SR
     means = {m: {k: v["mean"] for k, v in summary["methods"][m].items()} for m in summary["methods"]}
     assert means["noisy"]["si_sdri"] == 0
+    assert means["model"]["si_sdr"] != means["noisy"]["si_sdr"]  # the model's output, not the input
+    assert set(summary["real_time_factor"]) == set(summary["methods"])
+    assert all(rtf > 0 for rtf in summary["real_time_factor"].values())
     for oracle in ("oracle_irm", "oracle_psm"):  # upper bounds beat the input on every measure
         for metric in ("si_sdr", "sdr", "sir", "pesq", "stoi", "estoi"):
             assert means[oracle][metric] > means["noisy"][metric], (oracle, metric)

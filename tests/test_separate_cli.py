@@ -37,6 +37,9 @@ def test_folder_keeps_names_paths_formats_and_rates(inputs, tmp_path, tiny_check
         assert (got.format, got.subtype, got.samplerate, got.channels, got.frames) == \
                (want.format, want.subtype, want.samplerate, want.channels, want.frames)
     assert "cleaned 3 of 3 files" in capsys.readouterr().err
+    mixture, speech, noise = (sf.read(p, dtype="float32")[0] for p in (inputs / "a.wav", out / "a.wav", out / "a_noise.wav"))
+    assert np.abs(speech + noise - mixture).max() < 3 / 2**15  # the two parts add up to the input (PCM_16 steps)
+    assert np.abs(speech - mixture).max() > 20 / 2**15  # and the speech is the model's output, not a copy
 
 
 def test_options_change_format_rate_and_channels(inputs, tmp_path, tiny_checkpoint):

@@ -11,7 +11,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from sepgan.cli import main
-from sepgan.serve import Settings, create_app
+from sepgan.serve.app import Settings, create_app
 from sepgan.serve.app import _TemporaryFileResponse
 from sepgan.serve.noises import NoiseCatalogue
 from tests.conftest import noisy_speech, write_noise

@@ -1,5 +1,4 @@
-"""`sepgan serve`: a web page to try the model and an HTTP API to use it (FastAPI + uvicorn)."""
+"""`sepgan serve`: a web page to try the model and an HTTP API to use it (FastAPI + uvicorn).
 
-from sepgan.serve.app import Settings, create_app
-
-__all__ = ["Settings", "create_app"]
+The app is `sepgan.serve.app.create_app`; the command is `sepgan.serve.cli`.
+"""

@@ -10,10 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import uvicorn
-
 from sepgan.pretrained import default_checkpoint
-from sepgan.serve.app import Settings, create_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.max_queue < 0:
         p.error("--max-queue must not be negative")
+    import uvicorn  # the web stack and the model code load only once the arguments are good
+
+    from sepgan.serve.app import Settings, create_app
+
     try:
         settings = Settings(checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint(),
                             backend=args.backend, noise_dir=args.noise_dir, max_upload_mb=args.max_upload_mb,
