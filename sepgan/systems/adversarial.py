@@ -81,9 +81,8 @@ class AdversarialSystem(GeneratorSystem):
             self.log(f"train/loss/{name}", value, on_step=True, on_epoch=True, batch_size=size)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        super().validation_step(batch, batch_idx)
+        sep = super().validation_step(batch, batch_idx)
         with torch.no_grad():
-            sep = self.separator(batch["mixture"])
             real_scores = self.discriminator(self.separator.frontend.encode(batch["speech"] / sep.scale))
             fake_scores = self.discriminator(sep.speech_features)
             loss = self.objective.discriminator(real_scores, fake_scores)

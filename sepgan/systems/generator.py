@@ -10,7 +10,7 @@ from torchmetrics import MeanMetric
 
 from sepgan.losses import SeparationLoss
 from sepgan.metrics import si_sdr
-from sepgan.models import Separator
+from sepgan.models import Separation, Separator
 
 
 class GeneratorSystem(pl.LightningModule):
@@ -48,13 +48,15 @@ class GeneratorSystem(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[1]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> Separation:
+        """Logs the validation figures; returns the separation so that subclasses score it too."""
         sep, _ = self._step(batch, "val")
         estimate = si_sdr(sep.speech, batch["speech"])
         self.val_si_sdr.update(estimate)
         self.val_si_sdri.update(estimate - si_sdr(batch["mixture"], batch["speech"]))
         self.log("val/si_sdr", self.val_si_sdr, on_epoch=True)
         self.log("val/si_sdri", self.val_si_sdri, on_epoch=True, prog_bar=True)
+        return sep
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
