@@ -25,7 +25,7 @@ test: $(STAMP)
 
 # Speed figures (several minutes on 2 cores): a table, and bench.json. Uses every core on purpose.
 bench: $(STAMP)
-	$(PY) -m sepgan.bench
+	$(PY) -m sepgan.commands.bench
 
 clean:
 	rm -rf logs outputs .pytest_cache

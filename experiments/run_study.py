@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from sepgan import stages
-from sepgan.train import run as run_stages
+from sepgan.training import stages
+from sepgan.commands.train import run as run_stages
 from sepgan.audio import save_audio
-from sepgan.config import compose_config
+from sepgan.training.config import compose_config
 from sepgan.evaluation import ConfigMixtures, evaluate
 from sepgan.models import load_separator
 from sepgan.plots import plt, spectrogram_figure

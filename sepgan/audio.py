@@ -18,7 +18,36 @@ import soundfile as sf
 import soxr
 import torch
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+# File name extensions of the formats libsndfile reads (MP3 since libsndfile 1.1), for folder scans.
+_EXTENSIONS_BY_FORMAT = {
+    "WAV": (".wav", ".wave"), "RF64": (".rf64",), "W64": (".w64",), "FLAC": (".flac",),
+    "OGG": (".ogg", ".oga", ".opus"), "MP3": (".mp3",), "AIFF": (".aiff", ".aif", ".aifc"), "AU": (".au", ".snd"),
+    "CAF": (".caf",), "NIST": (".nist", ".sph"), "VOC": (".voc",), "IRCAM": (".sf",),
+}
+AUDIO_EXTENSIONS = tuple(ext for fmt, exts in _EXTENSIONS_BY_FORMAT.items() if fmt in sf.available_formats()
+                         for ext in exts)
+
+
+def find_audio_files(folder: str | Path, exclude: str | Path | None = None) -> tuple[list[Path], dict[Path, str]]:
+    """Audio files under `folder` (recursively, sorted), and every other file with why it was skipped.
+
+    Hidden files and anything inside `exclude` (e.g. an output folder inside the input) are left
+    out without a word; other files whose extension names no format libsndfile reads are skipped
+    with a reason, so a command can say what it did not touch.
+    """
+    folder = Path(folder)
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    found, skipped = [], {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if excluded is not None and path.resolve().is_relative_to(excluded):
+            continue
+        if path.suffix.lower() in AUDIO_EXTENSIONS:
+            found.append(path)
+        else:
+            skipped[path] = f"not an audio format this build reads ({path.suffix or 'no extension'})"
+    return found, skipped
 
 
 class AudioError(ValueError):

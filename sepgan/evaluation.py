@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sepgan.audio import AUDIO_EXTENSIONS, AudioError, FrontEnd, audio_info, load_audio
+from sepgan.audio import AUDIO_EXTENSIONS, AudioError, FrontEnd, audio_info, find_audio_files, load_audio
 from sepgan.baselines import oracle_mask, spectral_gating
 from sepgan.metrics import METRICS, MetricWarning, pesq_mode, si_sdr_db, speech_scores
 
@@ -77,13 +77,12 @@ def _audio_files(folder: Path, what: str) -> dict[str, Path]:
         raise EvaluationError(f"{what} '{folder}' is not a folder" if folder.exists() else
                               f"{what} '{folder}' does not exist")
     files: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
-            key = path.relative_to(folder).with_suffix("").as_posix()
-            if key in files:
-                raise EvaluationError(f"{what}: '{files[key].name}' and '{path.name}' are the same recording "
-                                      f"in two formats; keep one")
-            files[key] = path
+    for path in find_audio_files(folder)[0]:
+        key = path.relative_to(folder).with_suffix("").as_posix()
+        if key in files:
+            raise EvaluationError(f"{what}: '{files[key].name}' and '{path.name}' are the same recording "
+                                  f"in two formats; keep one")
+        files[key] = path
     if not files:
         raise EvaluationError(f"{what} '{folder}' holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     return files
@@ -160,7 +159,7 @@ class ConfigMixtures:
         from hydra.errors import HydraException
         from hydra.utils import instantiate
 
-        from sepgan.config import compose_config
+        from sepgan.training.config import compose_config
 
         if split not in ("val", "test"):
             raise EvaluationError(f"split must be 'val' or 'test' (training mixtures are random), got '{split}'")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sepgan.config import compose_config
+from sepgan.training.config import compose_config
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -70,7 +70,7 @@ def tiny_separator(*overrides: str, seed: int = 0):
     close to the pass-through it starts from and chunking errors would show."""
     import torch
 
-    from sepgan.config import build_separator
+    from sepgan.training.config import build_separator
 
     torch.manual_seed(seed)
     model = build_separator(compose_config([*TINY_MODEL, *overrides]))

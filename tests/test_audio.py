@@ -89,7 +89,7 @@ def test_magnitude_reuses_the_mixture_phase():
 
 
 def test_article_preset_matches_the_study():
-    from sepgan.config import compose_config
+    from sepgan.training.config import compose_config
 
     article = compose_config(["frontend=article"]).frontend
     assert (article.sample_rate, article.n_fft, article.hop_length) == (8000, 300, 75)

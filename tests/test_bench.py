@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sepgan.bench import bench_signal, main, timed
+from sepgan.commands.bench import bench_signal, main, timed
 
 
 def test_timed_gives_the_real_time_factor_and_the_memory_a_run_adds():

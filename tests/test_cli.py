@@ -1,6 +1,6 @@
 import pytest
 
-from sepgan.cli import main
+from sepgan.commands import main
 from sepgan.pretrained import default_checkpoint
 
 

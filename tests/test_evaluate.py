@@ -7,11 +7,11 @@ import soundfile as sf
 import torch
 
 from sepgan.audio import FrontEnd
-from sepgan.cli import main as sepgan
-from sepgan.config import build_separator, compose_config
+from sepgan.commands import main as sepgan
+from sepgan.training.config import build_separator, compose_config
 from sepgan.data.synthetic import noise as synthetic_noise
 from sepgan.data.synthetic import speech_like
-from sepgan.evaluate import main as evaluate_main
+from sepgan.commands.evaluate import main as evaluate_main
 from sepgan.evaluation import (
     ConfigMixtures,
     EvaluationError,

@@ -8,13 +8,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from sepgan import stages
+from sepgan.training import stages
 from sepgan.data import SeparationDataModule
 from sepgan.losses import ADVERSARIAL_OBJECTIVES, SeparationLoss
 from sepgan.models import Discriminator, Separator, load_separator
 from sepgan.audio import FrontEnd
 from sepgan.models.checkpoints import read_checkpoint
-from sepgan.systems.adversarial import AdversarialSystem
+from sepgan.training.systems.adversarial import AdversarialSystem
 from tests.conftest import TINY
 
 GAN = ["+experiment=gan", "gan.steps.discriminator=2", "gan.steps.adversarial=2", "gan.val_check_steps=1",

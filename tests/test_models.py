@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sepgan.audio import FrontEnd
-from sepgan.config import compose_config
+from sepgan.training.config import compose_config
 from sepgan.models import Separator, UNet, load_separator, save_separator
 
 

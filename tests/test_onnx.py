@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 from onnx import TensorProto, helper
 
-from sepgan.backends import OnnxBackend, TorchBackend, load_backend, receptive_field
-from sepgan.cli import main
-from sepgan.export_onnx import TOLERANCE, check_onnx
+from sepgan.inference.backends import OnnxBackend, TorchBackend, load_backend, receptive_field
+from sepgan.commands import main
+from sepgan.inference.onnx_export import TOLERANCE, check_onnx
 from sepgan.models import load_separator
-from sepgan.separate import ChunkedSeparator
+from sepgan.inference.chunked import ChunkedSeparator
 from tests.conftest import noisy_speech
 
 

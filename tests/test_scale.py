@@ -19,14 +19,14 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
-from sepgan.config import build_separator
-from sepgan.distributed import check_strategy, mixed_precision, starts_rank_processes, strategy_with_unused_parameters
-from sepgan.stages import build_datamodule, run_generator, run_validation
-from sepgan.train import run
+from sepgan.training.config import build_separator
+from sepgan.training.distributed import check_strategy, mixed_precision, starts_rank_processes, strategy_with_unused_parameters
+from sepgan.training.stages import build_datamodule, run_generator, run_validation
+from sepgan.commands.train import run
 from tests.conftest import TINY
 
 ROOT = Path(__file__).parents[1]
-TRAINERS = sorted(p.stem for p in (ROOT / "conf" / "trainer").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (ROOT / "sepgan" / "conf" / "trainer").glob("*.yaml"))
 
 
 def train_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

@@ -8,9 +8,10 @@ import soundfile as sf
 import torch
 
 from sepgan.audio import AudioError
-from sepgan.backends import TorchBackend, load_backend, receptive_field
+from sepgan.inference.backends import TorchBackend, load_backend, receptive_field
 from sepgan.metrics import si_sdr
-from sepgan.separate import ChunkedSeparator, OutputFormat, separate_file
+from sepgan.inference.chunked import ChunkedSeparator
+from sepgan.inference.files import OutputFormat, separate_file
 from tests.conftest import noisy_speech, tiny_separator
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sepgan.cli import main
+from sepgan.commands import main
 from tests.conftest import noisy_speech
 
 

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from sepgan.cli import main
+from sepgan.commands import main
 from sepgan.serve.app import Settings, create_app
-from sepgan.serve.app import _TemporaryFileResponse
+from sepgan.serve.service import _TemporaryFileResponse
 from sepgan.serve.noises import NoiseCatalogue
 from tests.conftest import noisy_speech, write_noise
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from sepgan.models import load_separator
-from sepgan.stages import run_generator
+from sepgan.training.stages import run_generator
 from tests.conftest import SHARED_DATA, TINY
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "sepgan" / "conf" / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

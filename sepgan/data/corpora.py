@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sepgan.audio import AUDIO_EXTENSIONS, AudioError, audio_info, load_audio
+from sepgan.audio import AUDIO_EXTENSIONS, AudioError, audio_info, find_audio_files, load_audio
 from sepgan.data import synthetic
 
 _LIBRISPEECH_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)$")
@@ -65,7 +65,7 @@ def _check_dir(path: Path, what: str) -> Path:
 def scan_folder(root: str | Path, label: str | None = None, what: str = "audio folder") -> list[Recording]:
     """Every audio file under `root`; label = `label`, or the first sub-folder's name."""
     root = _check_dir(Path(root), what)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    files = find_audio_files(root)[0]
     if not files:
         raise FileNotFoundError(f"{what}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found under '{root}'")
     recordings = []

@@ -1,4 +1,4 @@
-"""`python -m sepgan.bench` (`make bench`): speed figures of the model presets on this machine.
+"""`python -m sepgan.commands.bench` (`make bench`): speed figures of the model presets on this machine.
 
 - Inference real-time factor (RTF = processing time ÷ audio duration; below 1 is faster than real
   time) of each preset on 10 s and 60 s of 16 kHz audio in one piece, with 1 thread and with all
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from sepgan.baselines import spectral_gating
-from sepgan.config import build_separator, compose_config
+from sepgan.training.config import build_separator, compose_config
 from sepgan.data.synthetic import noise as synthetic_noise
 from sepgan.data.synthetic import speech_like
 from sepgan.losses import SeparationLoss

@@ -10,11 +10,11 @@ import sys
 
 # command -> module with a `main(argv) -> int | None`
 COMMANDS = {
-    "bench": "sepgan.bench",
-    "evaluate": "sepgan.evaluate",
-    "export-onnx": "sepgan.export_onnx",
-    "separate": "sepgan.separate_cli",
-    "serve": "sepgan.serve.cli",
+    "bench": "sepgan.commands.bench",
+    "evaluate": "sepgan.commands.evaluate",
+    "export-onnx": "sepgan.commands.export_onnx",
+    "separate": "sepgan.commands.separate",
+    "serve": "sepgan.commands.serve",
 }
 
 

@@ -8,9 +8,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sepgan.distributed import mixed_precision
+from sepgan.training.distributed import mixed_precision
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # inside the package, so an installed wheel can train
 
 
 def sqlite_url(path: str) -> str:

@@ -22,13 +22,13 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sepgan.config import build_separator
+from sepgan.training.config import build_separator
 from sepgan.data import SeparationDataModule
-from sepgan.distributed import strategy_with_unused_parameters
+from sepgan.training.distributed import strategy_with_unused_parameters
 from sepgan.models import Separator, load_discriminator, load_separator
-from sepgan.systems.adversarial import AdversarialGuard, AdversarialSystem
-from sepgan.systems.discriminator import DiscriminatorSystem
-from sepgan.systems.generator import GeneratorSystem
+from sepgan.training.systems.adversarial import AdversarialGuard, AdversarialSystem
+from sepgan.training.systems.discriminator import DiscriminatorSystem
+from sepgan.training.systems.generator import GeneratorSystem
 
 log = logging.getLogger("sepgan")
 

@@ -1,4 +1,4 @@
-"""`sepgan evaluate` (or `python -m sepgan.evaluate`): score a checkpoint against the noisy input, spectral gating and oracle masks.
+"""`sepgan evaluate` (or `python -m sepgan.commands.evaluate`): score a checkpoint against the noisy input, spectral gating and oracle masks.
 
 Examples come from a noisy/clean folder pair (`--noisy-dir`, `--clean-dir`) or from the held-out
 mixtures of a data config (`--data root=../shared/data noise_classes=[dog_bark]`). Prints a

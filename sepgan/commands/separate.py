@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sepgan.audio import AUDIO_EXTENSIONS, AudioError, audio_info
-from sepgan.backends import load_backend
+from sepgan.audio import AUDIO_EXTENSIONS, AudioError, audio_info, find_audio_files
+from sepgan.inference.backends import load_backend
 from sepgan.pretrained import default_checkpoint
-from sepgan.separate import FORMATS, ChunkedSeparator, OutputFormat, separate_file
+from sepgan.inference.chunked import ChunkedSeparator
+from sepgan.inference.files import FORMATS, OutputFormat, separate_file
 
 NOISE_SUFFIX = "_noise"
 
@@ -32,12 +33,12 @@ class Job:
     noise: Path | None
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
+def plan_jobs(inputs: list[str], outdir: str | Path, save_noise: bool = False, format: str | None = None,
+              skipped: dict[Path, str] | None = None) -> list[Job]:
+    """Where each input's results go; refuses missing inputs and two inputs landing on one output.
 
-
-def plan_jobs(inputs: list[str], outdir: str | Path, save_noise: bool = False, format: str | None = None) -> list[Job]:
-    """Where each input's results go; refuses missing inputs and two inputs landing on one output."""
+    Files in a given folder that are not audio are left out and recorded in `skipped` with the reason.
+    """
     outdir = Path(outdir)
     found: list[tuple[Path, Path]] = []  # (file, its path relative to the output folder)
     for given in map(Path, inputs):
@@ -46,8 +47,9 @@ def plan_jobs(inputs: list[str], outdir: str | Path, save_noise: bool = False, f
         if given.is_file():
             found.append((given, Path(given.name)))
             continue
-        files = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                       and not p.name.startswith(".") and not _inside(p, outdir))
+        files, not_audio = find_audio_files(given, exclude=outdir)
+        if skipped is not None:
+            skipped.update(not_audio)
         if not files:
             raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under '{given}'")
         found += [(p, p.relative_to(given)) for p in files]
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        jobs = plan_jobs(args.inputs, args.outdir, args.save_noise, args.format)
+        skipped: dict[Path, str] = {}
+        jobs = plan_jobs(args.inputs, args.outdir, args.save_noise, args.format, skipped)
         if args.threads:
             torch.set_num_threads(args.threads)
         started = time.perf_counter()
@@ -126,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 bar.write(f"warning: {job.speech}: {result['clipped']} samples clipped to [-1, 1] "
                           f"(use --subtype FLOAT to keep them)", file=sys.stderr)
     elapsed = time.perf_counter() - loaded
+    for path, why in skipped.items():
+        print(f"skipped {path}: {why}", file=sys.stderr)
     rtf = f", real-time factor {elapsed / done_seconds:.3f}" if done_seconds else ""
     print(f"cleaned {len(jobs) - len(failed)} of {len(jobs)} files ({done_seconds:.1f} s of audio) in "
           f"{elapsed:.1f} s{rtf} (model loaded in {loaded - started:.1f} s, {backend.name} backend) "

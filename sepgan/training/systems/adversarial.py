@@ -17,8 +17,8 @@ import torch
 
 from sepgan.losses import SeparationLoss, adversarial_objective, feature_matching
 from sepgan.models import Discriminator, Separator
-from sepgan.systems.discriminator import log_discrimination
-from sepgan.systems.generator import GeneratorSystem
+from sepgan.training.systems.discriminator import log_discrimination
+from sepgan.training.systems.generator import GeneratorSystem
 
 log = logging.getLogger(__name__)
 

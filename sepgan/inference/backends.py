@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,6 +23,19 @@ from sepgan.models import Separator, load_separator
 META_FRONTEND = "sepgan.frontend"
 META_TIME_FACTOR = "sepgan.time_factor"
 META_RECEPTIVE_FIELD = "sepgan.receptive_field"
+
+
+class Backend(Protocol):
+    """What the chunked separator needs of a model: its front-end, its grid and reach, and features in, speech out."""
+
+    name: str
+    frontend: FrontEnd
+    time_factor: int  # chunks must start on multiples of hop x time_factor samples
+    receptive_field: int  # frames of context each side that an output frame depends on
+
+    def speech_features(self, features: torch.Tensor) -> torch.Tensor: ...
+
+    def describe(self) -> dict: ...
 
 
 def receptive_field(model: Separator, frames: int = 128) -> int:
@@ -114,7 +128,7 @@ class OnnxBackend:
 
 
 def load_backend(path: str | Path, backend: str | None = None, device: str = "cpu",
-                 threads: int | None = None) -> TorchBackend | OnnxBackend:
+                 threads: int | None = None) -> Backend:
     """A backend for a sepgan checkpoint (`.ckpt`, PyTorch) or an exported model (`.onnx`).
 
     `backend` defaults to the one the file's extension implies; asking for ONNX with a checkpoint

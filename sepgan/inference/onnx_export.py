@@ -1,4 +1,4 @@
-"""`sepgan export-onnx`: the model between the STFTs as an ONNX file, checked against PyTorch.
+"""The model between the STFTs as an ONNX file (`sepgan export-onnx`), checked against PyTorch.
 
 Only `Separator.separate_features` is exported (features in, speech and noise features out, any
 batch size and number of frames); the STFT and its inverse stay outside, in `FrontEnd`, for both
@@ -8,14 +8,10 @@ as metadata, so `sepgan separate --checkpoint model.onnx` needs nothing else.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import logging
-import os
-import sys
-import tempfile
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -24,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from sepgan.atomic import AtomicFile
 from sepgan.audio import rms
-from sepgan.backends import META_FRONTEND, META_RECEPTIVE_FIELD, META_TIME_FACTOR, OnnxBackend, receptive_field
+from sepgan.inference.backends import META_FRONTEND, META_RECEPTIVE_FIELD, META_TIME_FACTOR, OnnxBackend, receptive_field
 from sepgan.data import synthetic
-from sepgan.models import Separator, load_separator
-from sepgan.pretrained import default_checkpoint
+from sepgan.models import Separator
 
 TOLERANCE = 1e-4  # largest accepted max|onnx - torch| / max|torch|
 
@@ -64,16 +60,9 @@ def export_onnx(model: Separator, path: str | Path) -> Path:
         META_TIME_FACTOR: str(model.net.factor),
         META_RECEPTIVE_FIELD: str(receptive_field(model)),
     })
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    with AtomicFile(path, overwrite=True) as target:
+        onnx.save(proto, str(target.tmp))
+    return Path(path)
 
 
 def check_onnx(model: Separator, path: str | Path, seconds: tuple[float, ...] = (1.3, 4.7)) -> float:
@@ -96,31 +85,3 @@ def check_onnx(model: Separator, path: str | Path, seconds: tuple[float, ...] = 
         got = backend.speech_features(features)
         worst = max(worst, float((got - expected).abs().max() / expected.abs().max()))
     return worst
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sepgan export-onnx", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", help="a sepgan .ckpt (default: the shipped model)")
-    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    args = p.parse_args(argv)
-    output = Path(args.output)
-    try:
-        if output.suffix.lower() != ".onnx":
-            raise ValueError(f"output must end in .onnx, got '{output}'")
-        if output.exists() and not args.overwrite:
-            raise FileExistsError(f"'{output}' exists; not overwritten (--overwrite to replace)")
-        model = load_separator(args.checkpoint or default_checkpoint())
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    export_onnx(model, output)
-    error = check_onnx(model, output)
-    if error > TOLERANCE:
-        output.unlink()
-        print(f"error: onnxruntime does not match PyTorch (max relative error {error:.2e} > {TOLERANCE:.0e}); "
-              f"'{output}' removed", file=sys.stderr)
-        return 1
-    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB); onnxruntime matches PyTorch: "
-          f"max relative error {error:.2e} (tolerance {TOLERANCE:.0e})")
-    return 0

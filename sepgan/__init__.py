@@ -1,0 +1,12 @@
+"""sepgan: U-Nets on STFT spectrograms that remove noise from speech.
+
+Layers, each importing only those above it:
+- library: `audio`, `data`, `models`, `losses`, `metrics`, `baselines`, `evaluation`, `plots`, `atomic`
+  (no Lightning, no Hydra);
+- `inference`: backends (PyTorch, ONNX Runtime), chunked separation of any length, files, export;
+- `training`: the Lightning systems, the three stages, distributed helpers, config builders;
+- `commands`: one module per `sepgan` subcommand, and `python -m sepgan.train`;
+- `serve`: the web page and HTTP API.
+"""
+
+__version__ = "0.2.0"

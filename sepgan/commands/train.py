@@ -1,0 +1,100 @@
+"""Training entry point: `python -m sepgan.train +experiment=NAME [key=value ...]`.
+
+Hydra composes `conf/train.yaml` with the chosen groups and overrides; `stage` picks what runs:
+`generator` (default), `discriminator`, `adversarial` (these two need `init_from=CHECKPOINT`), or
+`gan` (all three in order), or `validate` (a generator checkpoint `init_from=CHECKPOINT` on the
+validation set). Each run gets its own folder and ends with a summary of the validation figures
+each stage reached; the last stage's validation SI-SDRi is what sweepers maximise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd
+from omegaconf import DictConfig, open_dict
+from pytorch_lightning.utilities import rank_zero_only
+
+from sepgan.training import stages
+from sepgan.training.distributed import check_strategy, starts_rank_processes
+
+log = logging.getLogger("sepgan.train")
+
+# conf/hydra/launcher/submitit_{slurm,local}.yaml keep the plugin's names, which makes Hydra validate them
+# against the plugin's schema of the same name and call that matching deprecated. They name their
+# `_target_` and every value sepgan sets, so they work without the matching too.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema")
+
+
+def run(cfg: DictConfig) -> list[stages.StageResult]:
+    """Run the configured stage(s) and write `results.json` in the run folder."""
+    check_strategy(cfg.trainer)
+    stage = cfg.get("stage", "generator")
+    runners = {"gan": stages.run_gan, "generator": stages.run_generator, "discriminator": stages.run_discriminator,
+               "adversarial": stages.run_adversarial, "validate": stages.run_validation}
+    if stage not in runners:
+        raise ValueError(f"stage must be one of {', '.join(runners)}; got '{stage}'")
+    results = runners[stage](cfg)
+    results = results if isinstance(results, list) else [results]
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this; one writes
+        Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(stages.as_dict(results), indent=2))
+    return results
+
+
+def objective(results: list[dict]) -> float | None:
+    """What a sweeper maximises: the validation SI-SDRi of the last stage."""
+    return results[-1]["metrics"].get("val/si_sdri")
+
+
+def run_job_on_its_own(cfg: DictConfig) -> float | None:
+    """Run this multirun job as a single run in a child process, and return its objective.
+
+    Lightning's ddp starts the other ranks by re-running the command line, which inside a multirun is
+    the whole sweep (the Optuna sweeper would even hand each rank different parameters). The child's
+    command line is only this job's overrides, written to this job's folder, so that is what gets re-run.
+    """
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.output_dir
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("group=")]
+    command = [sys.executable, "-m", "sepgan.train", *overrides, f'group="{cfg.group}"',
+               f'hydra.run.dir="{output_dir}"', "hydra.output_subdir=null"]
+    log.info("job %s starts %s processes: running it as a run of its own in %s",
+             hydra_cfg.job.num, cfg.trainer.devices, output_dir)
+    code = subprocess.run(command, cwd=get_original_cwd()).returncode
+    if code != 0:
+        raise RuntimeError(f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed with exit "
+                           f"code {code}; see {output_dir}/train.log")
+    return objective(json.loads(Path(output_dir, "results.json").read_text()))
+
+
+def group_by_sweep(cfg: DictConfig) -> None:
+    """The runs of one sweep share a W&B group, `<name>-<sweep folder>`, unless `group=` was given."""
+    hydra_cfg = HydraConfig.get()
+    if not any(o.startswith("group=") for o in hydra_cfg.overrides.task):
+        with open_dict(cfg):
+            cfg.group = f"{cfg.name}-{Path(hydra_cfg.sweep.dir).name}"
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        group_by_sweep(cfg)
+        if starts_rank_processes(cfg.trainer):
+            check_strategy(cfg.trainer)
+            return run_job_on_its_own(cfg)
+    results = run(cfg)
+    if rank_zero_only.rank == 0:
+        print("\n" + stages.summary(results) + f"\nrun folder: {cfg.paths.output_dir}", flush=True)
+    return objective(stages.as_dict(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Hydra configs of `python -m sepgan.train`, inside the package so an installed wheel can train."""

@@ -1,0 +1,1 @@
+"""Inference: backends behind one protocol, chunked separation of any length, files, ONNX export."""

@@ -1,0 +1,1 @@
+"""Training: Lightning systems, the three stages and the pipeline, distributed helpers, config builders."""
