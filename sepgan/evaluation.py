@@ -206,8 +206,8 @@ def _estimate(method: str, example: Example, separator, frontend: FrontEnd) -> n
         return example.mixture
     if method == "spectral_gating":
         return spectral_gating(example.mixture, example.sample_rate)
-    if method == "model":
-        return separator.separate(torch.from_numpy(example.mixture)).numpy()
+    if method == "model":  # a Separator returns a tensor, a ChunkedSeparator an array
+        return np.asarray(separator.separate(torch.from_numpy(example.mixture)))
     return oracle_mask(example.mixture, example.speech, frontend, kind=method.removeprefix("oracle_"))
 
 
@@ -216,7 +216,8 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
              info: dict | None = None) -> "Report":
     """Run each method on each example and score it against the clean speech.
 
-    `separator` (a `sepgan.models.Separator`) is needed for the `model` method; the oracle masks
+    `separator` (a `sepgan.models.Separator`, or a `sepgan.inference.chunked.ChunkedSeparator` for
+    long files or ONNX models) is needed for the `model` method; the oracle masks
     use its front-end, or `frontend` when there is no model. Examples must be at the model's
     sample rate. Examples that cannot be scored (silent, shorter than 0.5 s) are skipped and
     listed in the report; measures undefined for one signal are NaN, with the reason in the notes.

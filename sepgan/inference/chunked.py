@@ -127,6 +127,19 @@ class ChunkedSeparator:
         return np.concatenate(list(fit_length(speech, signal.shape[-1])), axis=1).reshape(wav.shape)
 
 
+def check_dry(dry: float) -> float:
+    """`dry` as a float, or a ValueError: it must lie in [0, 1]."""
+    dry = float(dry)
+    if not 0.0 <= dry <= 1.0:  # also refuses NaN
+        raise ValueError(f"dry must be between 0 (fully cleaned) and 1 (the input unchanged), got {dry}")
+    return dry
+
+
+def with_dry(speech: np.ndarray, mixture: np.ndarray, dry: float) -> np.ndarray:
+    """The speech estimate with a share `dry` of the input mixed back in (0: the estimate as it is)."""
+    return speech if dry == 0 else speech + np.float32(dry) * (mixture - speech)
+
+
 def level(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
     """Each channel's RMS over all blocks (as `sepgan.audio.rms` computes it) and the sample count."""
     energy, total = 0.0, 0

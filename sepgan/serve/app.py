@@ -103,6 +103,8 @@ async def separate(request: Request, file: UploadFile = File(..., description="a
                    stem: Literal["speech", "noise"] = Query("speech", description="what to return"),
                    sample_rate: int | None = Query(None, gt=0, le=384000, description="output rate (default: the upload's)"),
                    mono: bool = Query(False, description="mix channels down first"),
+                   dry: float = Query(0.0, ge=0, le=1, description="share of the input mixed back into the speech "
+                                                                   "(0: fully cleaned, 1: the input unchanged)"),
                    svc: Service = Depends(service)):
     fmt = format or _format_from_accept(request.headers.get("accept"))
     folder = svc.request_folder()
@@ -113,7 +115,7 @@ async def separate(request: Request, file: UploadFile = File(..., description="a
         out = OutputFormat.for_input(info, name_out, None, sample_rate)
         speech, noise = folder / f"speech.{name_out}", folder / f"noise.{name_out}"
         await svc.pool.run(separate_file, svc.engine, source, speech, noise if stem == "noise" else None,
-                           mono=mono, out=out)
+                           mono=mono, out=out, dry=dry)
         result = noise if stem == "noise" else speech
         suffix = "clean" if stem == "speech" else "noise"
         return svc.audio_response(result, folder, f"{Path(name).stem}_{suffix}.{name_out}", name_out,
