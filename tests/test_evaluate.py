@@ -194,7 +194,7 @@ def test_without_a_shipped_model_the_checkpoint_option_is_named(folders, capsys,
 
 def test_sepgan_command_dispatches_evaluate(capsys):
     assert sepgan(["--help"]) == 0
-    assert "evaluate" in capsys.readouterr().err
+    assert "evaluate" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
         sepgan(["evaluate", "--help"])
     assert exit_.value.code == 0

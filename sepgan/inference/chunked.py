@@ -136,8 +136,8 @@ def check_dry(dry: float) -> float:
 
 
 def with_dry(speech: np.ndarray, mixture: np.ndarray, dry: float) -> np.ndarray:
-    """The speech estimate with a share `dry` of the input mixed back in (0: the estimate as it is)."""
-    return speech if dry == 0 else speech + np.float32(dry) * (mixture - speech)
+    """The speech estimate with a share `dry` of the input mixed back in (0: the estimate, 1: the input, exactly)."""
+    return speech if dry == 0 else np.float32(1 - dry) * speech + np.float32(dry) * mixture
 
 
 def level(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
