@@ -88,6 +88,16 @@ def test_speech_and_noise_add_up_to_the_upload(client):
     np.testing.assert_allclose(speech + noise, original, atol=1e-6)
 
 
+def test_dry_mixes_the_upload_back_into_the_speech(client):
+    upload = {"file": ("talk.wav", audio_bytes(1.0, 16000, subtype="FLOAT"), "audio/wav")}
+    original, _ = sf.read(io.BytesIO(upload["file"][1]), dtype="float32", always_2d=True)
+    wet, _ = read(client.post("/api/separate", files=upload))
+    blended, _ = read(client.post("/api/separate?dry=0.3", files=upload))
+    np.testing.assert_allclose(blended, 0.7 * wet + 0.3 * original, atol=1e-6)
+    r = client.post("/api/separate?dry=1.5", files=upload)
+    assert r.status_code == 422 and "'dry'" in r.json()["detail"]
+
+
 def test_bad_uploads_get_4xx_naming_the_problem_and_the_server_goes_on(client, app):
     flac = audio_bytes(3.0, 16000, fmt="FLAC")
     long = audio_bytes(LIMIT_SECONDS + 1, 8000, subtype="PCM_U8")  # small in bytes, too long in seconds
