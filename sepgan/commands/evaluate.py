@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> Report:
     checkpoint = None
     if "model" in args.methods or any(m.startswith("oracle_") for m in args.methods) or args.checkpoint:
         checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
-        # In chunks as `sepgan separate` runs it: memory stays flat on long files, and the result is
-        # the whole-file one (the chunking is exact).
+        # In chunks as `sepgan separate` runs it: the model's memory does not grow with the file, and
+        # the result is the whole-file one (the chunking is exact).
         separator = ChunkedSeparator(load_backend(checkpoint, device=args.device))
         frontend = separator.frontend
     if frontend is None:  # noisy input and spectral gating only: no model needed, 16 kHz

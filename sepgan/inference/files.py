@@ -109,9 +109,9 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
     """Clean one file into `speech_path` (and the removed part into `noise_path`), streaming.
 
     The file is read in blocks: once for its level, once to separate, and once more to subtract
-    when the noise is written or the input mixed back in (each pass streams, so memory stays flat). The noise is the input
-    minus the speech at the output rate, so the two add up to the input (what the model removed,
-    including anything above the model's band). `dry` (0 to 1) mixes that share of the input back
+    when the noise is written or the input mixed back in (each pass streams, so memory stays flat).
+    The noise is the input minus the speech at the output rate, so the two add up to the input
+    (what the model removed, including anything above the model's band). `dry` (0 to 1) mixes that share of the input back
     into the speech (and takes it out of the noise). Returns a summary (seconds, clipped samples).
     """
     dry = check_dry(dry)
