@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         names = ", ".join(sorted(COMMANDS))
         print(f"usage: sepgan <command> [options]   (commands: {names}; `sepgan <command> -h` for help)\n"
-              f"training: python -m sepgan.train +experiment=NAME", file=sys.stderr)
+              f"training: python -m sepgan.train experiment=NAME", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(COMMANDS[argv[0]])
     code = module.main(argv[1:])
