@@ -152,10 +152,12 @@ class ConfigMixtures:
 
     `data_overrides` are Hydra overrides of the `data` group, with or without the `data.` prefix
     (`root=../shared/data`, `noise_classes=[dog_bark]`); the same overrides as a training run give
-    that run's held-out mixtures, made at `sample_rate` (the model's).
+    that run's held-out mixtures, made at `sample_rate` (the model's). A composed data config
+    (`data=cfg.data`, a training run's own) is used as it is instead.
     """
 
-    def __init__(self, data_overrides: Iterable[str], sample_rate: int, split: str = "test", count: int = 64):
+    def __init__(self, data_overrides: Iterable[str] = (), sample_rate: int = 16000, split: str = "test",
+                 count: int = 64, data=None):
         from hydra.errors import HydraException
         from hydra.utils import instantiate
 
@@ -167,9 +169,9 @@ class ConfigMixtures:
             raise EvaluationError(f"the number of examples must be at least 1, got {count}")
         overrides = [o if o.startswith("data.") else f"data.{o}" for o in data_overrides]
         try:
-            cfg = compose_config([*overrides, f"data.sample_rate={sample_rate}", "data.num_workers=0",
-                                  f"data.{split}_examples={count}"])
-            self.datamodule = instantiate(cfg.data)
+            data = data if data is not None else compose_config(overrides).data
+            self.datamodule = instantiate(data, sample_rate=sample_rate, num_workers=0, _convert_="all",
+                                          **{f"{split}_examples": count})
         except (HydraException, ValueError) as err:  # a bad key, or a value the data module rejects
             raise EvaluationError(f"bad data-config override ({err}); --data takes overrides of the data "
                                   f"group such as root=../shared/data noise_classes=[dog_bark]") from None

@@ -41,7 +41,7 @@ def usage() -> str:
         "Remove noise from speech with U-Nets on STFT spectrograms.", "",
         "commands:", *lines, "",
         "training (Hydra):",
-        "  python -m sepgan.train +experiment=NAME [key=value ...]   (--help for the config groups)", "",
+        "  python -m sepgan.train experiment=NAME [key=value ...]   (--help for the config groups)", "",
         "`sepgan <command> -h` shows a command's options; `sepgan --version` the version.",
     ])
 
