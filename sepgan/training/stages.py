@@ -25,10 +25,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sepgan.training.config import build_separator
 from sepgan.data import SeparationDataModule
 from sepgan.training.distributed import strategy_with_unused_parameters
-from sepgan.models import Separator, load_discriminator, load_separator
+from sepgan.models import Separator, SpeakerSeparator, load_discriminator, load_separator
 from sepgan.training.systems.adversarial import AdversarialGuard, AdversarialSystem
 from sepgan.training.systems.discriminator import DiscriminatorSystem
 from sepgan.training.systems.generator import GeneratorSystem
+from sepgan.training.systems.speakers import SpeakersSystem
 
 log = logging.getLogger("sepgan")
 
@@ -151,6 +152,19 @@ def _require(path: str | None, stage: str) -> str:
     return path
 
 
+def _generator_system(separator, loss, optim) -> GeneratorSystem:
+    """The stage-1 system for a separator: speech versus noise, or several voices (trained by PIT)."""
+    cls = SpeakersSystem if isinstance(separator, SpeakerSeparator) else GeneratorSystem
+    return cls(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
+
+
+def _speech_only(separator, stage: str):
+    if isinstance(separator, SpeakerSeparator):
+        raise ValueError(f"stage={stage} is not available for a {separator.sources}-speaker separator yet: "
+                         f"its discriminator would have to judge each separated voice; use stage=generator")
+    return separator
+
+
 # ---- stages ------------------------------------------------------------------------------------
 
 
@@ -169,8 +183,7 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
     if not loss.weights:
         raise ValueError("generator pretraining needs a reconstruction term in loss.weights "
                          f"(one of {list(loss.TERMS)}); adversarial weights act only in the adversarial stage")
-    optim = instantiate(cfg.optim)
-    system = GeneratorSystem(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
+    system = _generator_system(separator, loss, instantiate(cfg.optim))
     trainer = build_trainer(cfg, "generator")
     trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -190,7 +203,8 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
-    separator = load_separator(_require(generator_checkpoint or cfg.get("init_from"), "discriminator"))
+    separator = _speech_only(load_separator(_require(generator_checkpoint or cfg.get("init_from"), "discriminator")),
+                             "discriminator")
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
     system = DiscriminatorSystem(separator, discriminator, cfg.gan.objective,
@@ -209,7 +223,8 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
-    separator = load_separator(_require(generator_checkpoint or cfg.get("init_from"), "adversarial"))
+    separator = _speech_only(load_separator(_require(generator_checkpoint or cfg.get("init_from"), "adversarial")),
+                             "adversarial")
     separator.train()
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator_checkpoint = discriminator_checkpoint or cfg.get("discriminator_from")
@@ -250,7 +265,7 @@ def run_validation(cfg: DictConfig) -> StageResult:
     checkpoint = _require(cfg.get("init_from"), "validate")
     separator = load_separator(checkpoint)
     datamodule = build_datamodule(cfg, separator)
-    system = GeneratorSystem(separator, build_loss(cfg), optimizer=instantiate(cfg.optim).optimizer)
+    system = _generator_system(separator, build_loss(cfg), instantiate(cfg.optim))
     metrics = build_trainer(cfg, "validate").validate(system, datamodule=datamodule, verbose=False)[0]
     return StageResult("validate", 0, time.perf_counter() - started, checkpoint,
                        {k: float(v) for k, v in metrics.items() if k.startswith("val/")})
@@ -267,7 +282,7 @@ def stage_config(cfg: DictConfig, index: int, stage: str) -> DictConfig:
 def run_gan(cfg: DictConfig) -> list[StageResult]:
     """The three stages in order, each in its own folder, checkpoints handed on, one data module for all."""
     save_config(cfg)
-    datamodule = build_datamodule(cfg, build_separator(cfg))
+    datamodule = build_datamodule(cfg, _speech_only(build_separator(cfg), "gan"))
     generator = run_generator(stage_config(cfg, 1, "generator"), datamodule)
     discriminator = run_discriminator(stage_config(cfg, 2, "discriminator"), generator.checkpoint, datamodule)
     adversarial = run_adversarial(stage_config(cfg, 3, "adversarial"), generator.checkpoint,

@@ -1,0 +1,48 @@
+"""Stage 1 for several speakers: a `SpeakerSeparator` trained by permutation-invariant SI-SDR."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import MeanMetric
+
+from sepgan.metrics import si_sdr
+from sepgan.models import SpeakerSeparator
+from sepgan.pit import PITLoss, pit_si_sdr
+from sepgan.training.systems.generator import GeneratorSystem
+
+
+class SpeakersSystem(GeneratorSystem):
+    """Trains on batches {mixture, sources}; validates by PIT SI-SDR of the voices and its improvement.
+
+    SI-SDRi of a voice is its SI-SDR minus the mixture's SI-SDR against that voice, averaged over voices,
+    so the figures read like the speech-versus-noise ones (`val/si_sdri` drives checkpointing as there).
+    """
+
+    def __init__(self, separator: SpeakerSeparator, loss: PITLoss, optimizer, scheduler=None):
+        super().__init__(separator, loss, optimizer, scheduler)
+        self.val_si_sdr, self.val_si_sdri = MeanMetric(), MeanMetric()
+
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        return self.separator(mixture).sources
+
+    def _step(self, batch: dict, stage: str):
+        sep = self.separator(batch["mixture"])
+        total, terms, _ = self.loss(sep.sources, batch["sources"])
+        on_step = stage == "train"
+        batch_size = batch["mixture"].shape[0]
+        self.log(f"{stage}/loss", total, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=batch_size,
+                 sync_dist=not on_step)
+        for name, value in terms.items():
+            self.log(f"{stage}/loss/{name}", value, on_step=on_step, on_epoch=True, batch_size=batch_size,
+                     sync_dist=not on_step)
+        return sep, total
+
+    def validation_step(self, batch: dict, batch_idx: int):
+        sep, _ = self._step(batch, "val")
+        estimate, _ = pit_si_sdr(sep.sources, batch["sources"])
+        mixture = batch["mixture"][:, None].expand_as(batch["sources"])
+        self.val_si_sdr.update(estimate)
+        self.val_si_sdri.update(estimate - si_sdr(mixture, batch["sources"]).mean(-1))
+        self.log("val/si_sdr", self.val_si_sdr, on_epoch=True)
+        self.log("val/si_sdri", self.val_si_sdri, on_epoch=True, prog_bar=True)
+        return sep
