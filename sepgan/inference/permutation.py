@@ -13,6 +13,12 @@ is the one that keeps each speaker on its track. The kept parts still abut, so t
 wherever the order did not change; the context only serves as the common ground to compare. A
 context of zero would leave nothing to compare, so the context is at least `min_context_seconds`.
 
+When does the order change at a border? With the default context (the model's receptive field)
+every kept sample equals what whole-file processing gives, so a border adds no swap of its own and
+the alignment finds the identity; it earns its keep when the context is shortened for speed
+(`--context-seconds`), and for models whose outputs depend on the whole window (a recurrent or
+attention bottleneck over time), where each window decides the voices' order by itself.
+
 When a voice is silent in the overlap, the correlation says nothing about it; when the overlap is
 silent altogether the previous window's permutation is kept, since a model tends to put a voice on
 the same output as long as it sounds the same.
