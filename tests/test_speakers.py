@@ -147,6 +147,7 @@ TINY_SPEAKERS = [
     "data.synthetic_speakers=8", "data.val_fraction=0.25", "data.test_fraction=0.25",
     "data.synthetic_utterances=1", "data.synthetic_seconds=1.0",
     "trainer.max_steps=3", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "callbacks.validation_examples.count=1",
 ]
 
 
@@ -173,6 +174,8 @@ def test_tiny_two_speaker_training_run(tmp_path):
     assert np.isfinite(result.metrics["val/si_sdri"])
     model = load_separator(result.checkpoint)
     assert isinstance(model, SpeakerSeparator) and model.sources == 2
+    examples = sorted(p.name for p in (tmp_path / "run").glob("csv/**/examples/step_*/val_example_0_*"))
+    assert "val_example_0_estimate2.wav" in examples and "val_example_0_speaker1.wav" in examples
 
 
 def test_gan_stages_refuse_a_speaker_separator(tmp_path):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytorch_lightning as pl
 import torch
 from torchmetrics import MeanMetric
 
 from sepgan.metrics import si_sdr
 from sepgan.models import SpeakerSeparator
-from sepgan.pit import PITLoss, pit_si_sdr
+from sepgan.pit import PITLoss, pit_si_sdr, reorder
+from sepgan.plots import plt, spectrogram_figure
+from sepgan.training.systems.callbacks import ValidationExamples
 from sepgan.training.systems.generator import GeneratorSystem
 
 
@@ -46,3 +49,29 @@ class SpeakersSystem(GeneratorSystem):
         self.log("val/si_sdr", self.val_si_sdr, on_epoch=True)
         self.log("val/si_sdri", self.val_si_sdri, on_epoch=True, prog_bar=True)
         return sep
+
+
+class SpeakerValidationExamples(ValidationExamples):
+    """`ValidationExamples` for voices: the mixture, each voice and its estimate (matched by PIT)."""
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run or not trainer.is_global_zero or self.count <= 0:
+            return
+        dataset = trainer.datamodule.datasets["val"]
+        frontend = pl_module.separator.frontend
+        batch = [dataset[i] for i in range(min(self.count, len(dataset)))]
+        mixture = torch.stack([b["mixture"] for b in batch]).to(pl_module.device)
+        sources = torch.stack([b["sources"] for b in batch])
+        estimates = pl_module.separator.separate(mixture).cpu()
+        _, perm = pit_si_sdr(estimates, sources)
+        sources = reorder(sources, perm)  # voice k of the pictures is the one estimate k matched
+        for i in range(len(batch)):
+            audio = {"mixture": mixture[i].cpu()}
+            for k in range(sources.shape[1]):
+                audio[f"speaker{k + 1}"] = sources[i, k]
+                audio[f"estimate{k + 1}"] = estimates[i, k]
+            fig = spectrogram_figure(audio, frontend)
+            for logger in trainer.loggers:
+                self._send(logger, f"val_example_{i}", audio, fig, frontend.sample_rate, trainer.global_step)
+            plt.close(fig)
