@@ -67,9 +67,9 @@ class SpeakerMixtureDataset(Dataset):
             speech = voices.sum(axis=0)
             noise = np.zeros_like(speech)
             if self.noise is not None:
-                label = self.noise.labels[rng.integers(len(self.noise.labels))]
-                n = active_excerpt(self.noise.load(self.noise.by_label[label][rng.integers(len(self.noise.by_label[label]))]),
-                                   self.mixer.segment, rng, loop=True)
+                recordings = self.noise.by_label[self.noise.labels[rng.integers(len(self.noise.labels))]]
+                n = active_excerpt(self.noise.load(recordings[rng.integers(len(recordings))]), self.mixer.segment,
+                                   rng, loop=True)
                 if n is None:
                     continue
                 noise = n * np.sqrt(power(speech) / (power(n) * 10 ** (rng.uniform(*self.mixer.snr_db) / 10)))

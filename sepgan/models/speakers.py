@@ -61,8 +61,8 @@ class SpeakerSeparator(nn.Module):
         # evenly instead of returning random-phase noise.
         nn.init.zeros_(self.net.last.bias)
         with torch.no_grad():
-            start = torch.logit(torch.tensor(1.0 / sources)) if channels == 1 else torch.atanh(torch.tensor(1.0 / sources))
-            self.net.last.bias[0::channels] = float(start)
+            share = torch.tensor(1.0 / sources)
+            self.net.last.bias[0::channels] = float(torch.logit(share) if channels == 1 else torch.atanh(share))
         self.config = dict(frontend=asdict(self.frontend), unet=unet, sources=sources)
 
     def separate_features(self, mixture_features: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -203,8 +203,8 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
-    separator = _speech_only(load_separator(_require(generator_checkpoint or cfg.get("init_from"), "discriminator")),
-                             "discriminator")
+    checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "discriminator")
+    separator = _speech_only(load_separator(checkpoint), "discriminator")
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
     system = DiscriminatorSystem(separator, discriminator, cfg.gan.objective,
@@ -223,8 +223,8 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
-    separator = _speech_only(load_separator(_require(generator_checkpoint or cfg.get("init_from"), "adversarial")),
-                             "adversarial")
+    checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "adversarial")
+    separator = _speech_only(load_separator(checkpoint), "adversarial")
     separator.train()
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator_checkpoint = discriminator_checkpoint or cfg.get("discriminator_from")
