@@ -51,15 +51,18 @@ def reorder(references: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor
 class PITLoss(nn.Module):
     """Negative SI-SDR under the best permutation, averaged over the batch (the training loss for speakers).
 
-    `weights` mirrors `SeparationLoss` so configs and the generator stage treat both alike; the only
-    term is `si_sdr` (spectrogram terms would need the permutation first, and SI-SDR alone trains well).
+    `weights` mirrors `SeparationLoss` so configs and the stages treat both alike; the only reconstruction
+    term is `si_sdr` (spectrogram terms would need the permutation first); `adversarial` and
+    `feature_matching` weigh the adversarial stage's terms.
     """
 
     TERMS = ("si_sdr",)
+    ADVERSARIAL_TERMS = ("adversarial", "feature_matching")  # for the adversarial stage, as in SeparationLoss
 
     def __init__(self, weights: dict[str, float] | None = None):
         super().__init__()
         weights = {"si_sdr": 1.0} if weights is None else dict(weights)
+        self.adversarial_weights = {name: float(weights.pop(name, 0.0)) for name in self.ADVERSARIAL_TERMS}
         unknown = sorted(name for name, w in weights.items() if name not in self.TERMS and float(w) != 0.0)
         if unknown:
             raise ValueError(f"loss.weights: {unknown} not available with permutation-invariant training; "

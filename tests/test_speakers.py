@@ -178,13 +178,19 @@ def test_tiny_two_speaker_training_run(tmp_path):
     assert "val_example_0_estimate2.wav" in examples and "val_example_0_speaker1.wav" in examples
 
 
-def test_gan_stages_refuse_a_speaker_separator(tmp_path):
+def test_gan_stages_for_two_speakers_judge_each_voice(tmp_path):
+    from sepgan.models import load_discriminator, load_separator
     from sepgan.training.stages import run_gan
 
-    cfg = compose_config([*TINY_SPEAKERS, "stage=gan", f"paths.output_dir={tmp_path / 'run'}",
-                          f"paths.log_dir={tmp_path}"])
-    with pytest.raises(ValueError, match="2-speaker separator"):
-        run_gan(cfg)
+    cfg = compose_config([*TINY_SPEAKERS, "stage=gan", "gan.steps.discriminator=2", "gan.steps.adversarial=2",
+                          "gan.val_check_steps=2", "+loss.weights.adversarial=0.01",
+                          f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}"])
+    generator, discriminator, adversarial = run_gan(cfg)
+    assert (discriminator.steps, adversarial.steps) == (2, 2)
+    assert 0.0 <= discriminator.metrics["val/disc/accuracy"] <= 1.0
+    assert np.isfinite(adversarial.metrics["val/si_sdri"])
+    assert isinstance(load_separator(adversarial.checkpoint), SpeakerSeparator)
+    assert load_discriminator(adversarial.checkpoint) is not None
 
 
 def test_separate_speakers_writes_each_voice_at_the_inputs_length(tmp_path, capsys):

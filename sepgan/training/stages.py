@@ -29,7 +29,7 @@ from sepgan.models import Separator, SpeakerSeparator, load_discriminator, load_
 from sepgan.training.systems.adversarial import AdversarialGuard, AdversarialSystem
 from sepgan.training.systems.discriminator import DiscriminatorSystem
 from sepgan.training.systems.generator import GeneratorSystem
-from sepgan.training.systems.speakers import SpeakersSystem
+from sepgan.training.systems.speakers import SpeakerAdversarialSystem, SpeakerDiscriminatorSystem, SpeakersSystem
 
 log = logging.getLogger("sepgan")
 
@@ -154,15 +154,13 @@ def _require(path: str | None, stage: str) -> str:
 
 def _generator_system(separator, loss, optim) -> GeneratorSystem:
     """The stage-1 system for a separator: speech versus noise, or several voices (trained by PIT)."""
-    cls = SpeakersSystem if isinstance(separator, SpeakerSeparator) else GeneratorSystem
+    cls = _for_voices(separator, GeneratorSystem, SpeakersSystem)
     return cls(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
 
 
-def _speech_only(separator, stage: str):
-    if isinstance(separator, SpeakerSeparator):
-        raise ValueError(f"stage={stage} is not available for a {separator.sources}-speaker separator yet: "
-                         f"its discriminator would have to judge each separated voice; use stage=generator")
-    return separator
+def _for_voices(separator, speech_cls: type, voices_cls: type) -> type:
+    """The system class for a separator: speech versus noise, or several voices."""
+    return voices_cls if isinstance(separator, SpeakerSeparator) else speech_cls
 
 
 # ---- stages ------------------------------------------------------------------------------------
@@ -204,11 +202,11 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
     checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "discriminator")
-    separator = _speech_only(load_separator(checkpoint), "discriminator")
+    separator = load_separator(checkpoint)
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
-    system = DiscriminatorSystem(separator, discriminator, cfg.gan.objective,
-                                 instantiate(cfg.gan.discriminator_optimizer))
+    system = _for_voices(separator, DiscriminatorSystem, SpeakerDiscriminatorSystem)(
+        separator, discriminator, cfg.gan.objective, instantiate(cfg.gan.discriminator_optimizer))
     trainer = build_trainer(cfg, "discriminator", max_steps=cfg.gan.steps.discriminator, max_epochs=-1,
                             check_val_every_n_epoch=None, val_check_interval=cfg.gan.val_check_steps)
     trainer.fit(system, datamodule=datamodule)
@@ -224,7 +222,7 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
     checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "adversarial")
-    separator = _speech_only(load_separator(checkpoint), "adversarial")
+    separator = load_separator(checkpoint)
     separator.train()
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator_checkpoint = discriminator_checkpoint or cfg.get("discriminator_from")
@@ -234,9 +232,9 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
         log.info("adversarial stage: no discriminator checkpoint given, starting from a fresh discriminator")
         discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
     gan = cfg.gan
-    system = AdversarialSystem(separator, build_loss(cfg), instantiate(gan.generator_optimizer), discriminator,
-                               gan.objective, instantiate(gan.discriminator_optimizer), gan.disc_steps,
-                               gradient_clip=cfg.trainer.get("gradient_clip_val"))
+    system = _for_voices(separator, AdversarialSystem, SpeakerAdversarialSystem)(
+        separator, build_loss(cfg), instantiate(gan.generator_optimizer), discriminator, gan.objective,
+        instantiate(gan.discriminator_optimizer), gan.disc_steps, gradient_clip=cfg.trainer.get("gradient_clip_val"))
     baseline = validation_si_sdri(cfg, system, datamodule)  # the pretrained generator: the guard's baseline
     guard = AdversarialGuard(baseline, **gan.guard)
     # Manual optimisation clips its own gradients; Lightning refuses a Trainer-level clip value with it.
@@ -282,7 +280,7 @@ def stage_config(cfg: DictConfig, index: int, stage: str) -> DictConfig:
 def run_gan(cfg: DictConfig) -> list[StageResult]:
     """The three stages in order, each in its own folder, checkpoints handed on, one data module for all."""
     save_config(cfg)
-    datamodule = build_datamodule(cfg, _speech_only(build_separator(cfg), "gan"))
+    datamodule = build_datamodule(cfg, build_separator(cfg))
     generator = run_generator(stage_config(cfg, 1, "generator"), datamodule)
     discriminator = run_discriminator(stage_config(cfg, 2, "discriminator"), generator.checkpoint, datamodule)
     adversarial = run_adversarial(stage_config(cfg, 3, "adversarial"), generator.checkpoint,

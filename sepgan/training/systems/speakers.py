@@ -1,4 +1,5 @@
-"""Stage 1 for several speakers: a `SpeakerSeparator` trained by permutation-invariant SI-SDR."""
+"""The stages for several speakers: a `SpeakerSeparator` trained by permutation-invariant SI-SDR, then
+a discriminator that judges each separated voice against the true voices, then both together."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from sepgan.metrics import si_sdr
 from sepgan.models import SpeakerSeparator
 from sepgan.pit import PITLoss, pit_si_sdr, reorder
 from sepgan.plots import plt, spectrogram_figure
+from sepgan.training.systems.adversarial import AdversarialSystem
 from sepgan.training.systems.callbacks import ValidationExamples
+from sepgan.training.systems.discriminator import DiscriminatorSystem
 from sepgan.training.systems.generator import GeneratorSystem
 
 
@@ -49,6 +52,31 @@ class SpeakersSystem(GeneratorSystem):
         self.log("val/si_sdr", self.val_si_sdr, on_epoch=True)
         self.log("val/si_sdri", self.val_si_sdri, on_epoch=True, prog_bar=True)
         return sep
+
+
+def voice_features(separator: SpeakerSeparator, sources: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Features (batch*sources, channels, freq, frames) of the true voices, normalised as the mixture was."""
+    return separator.frontend.encode(sources.flatten(0, 1) / scale.repeat_interleave(sources.shape[1], dim=0))
+
+
+class SpeakerDiscriminatorSystem(DiscriminatorSystem):
+    """The discriminator judges every voice on its own: true voices are real, separated voices estimated.
+
+    No permutation is needed: real and estimated voices are judged as two sets, not as pairs.
+    """
+
+    def judged(self, batch: dict, sep) -> tuple[torch.Tensor, torch.Tensor]:
+        return voice_features(self.separator, batch["sources"], sep.scale), sep.source_features.flatten(0, 1)
+
+
+class SpeakerAdversarialSystem(AdversarialSystem, SpeakersSystem):
+    """Adversarial fine-tuning for voices: PIT SI-SDR plus the adversarial terms on each separated voice."""
+
+    judged = SpeakerDiscriminatorSystem.judged
+
+    def reconstruction(self, batch: dict, sep) -> tuple[torch.Tensor, dict]:
+        total, terms, _ = self.loss(sep.sources, batch["sources"])
+        return total, terms
 
 
 class SpeakerValidationExamples(ValidationExamples):
