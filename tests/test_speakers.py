@@ -183,7 +183,7 @@ def test_gan_stages_for_two_speakers_judge_each_voice(tmp_path):
     from sepgan.training.stages import run_gan
 
     cfg = compose_config([*TINY_SPEAKERS, "stage=gan", "gan.steps.discriminator=2", "gan.steps.adversarial=2",
-                          "gan.val_check_steps=2", "+loss.weights.adversarial=0.01",
+                          "gan.val_check_steps=2", "loss.weights.adversarial=0.01",
                           f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}"])
     generator, discriminator, adversarial = run_gan(cfg)
     assert (discriminator.steps, adversarial.steps) == (2, 2)

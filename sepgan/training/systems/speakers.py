@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics import MeanMetric
 
 from sepgan.metrics import si_sdr
 from sepgan.models import SpeakerSeparator
-from sepgan.pit import PITLoss, pit_si_sdr, reorder
+from sepgan.pit import pit_si_sdr, reorder
 from sepgan.plots import plt, spectrogram_figure
 from sepgan.training.systems.adversarial import AdversarialSystem
 from sepgan.training.systems.callbacks import ValidationExamples
@@ -18,15 +17,12 @@ from sepgan.training.systems.generator import GeneratorSystem
 
 
 class SpeakersSystem(GeneratorSystem):
-    """Trains on batches {mixture, sources}; validates by PIT SI-SDR of the voices and its improvement.
+    """Trains a `SpeakerSeparator` with a `PITLoss` on batches {mixture, sources}; validates by PIT SI-SDR
+    of the voices and its improvement.
 
     SI-SDRi of a voice is its SI-SDR minus the mixture's SI-SDR against that voice, averaged over voices,
     so the figures read like the speech-versus-noise ones (`val/si_sdri` drives checkpointing as there).
     """
-
-    def __init__(self, separator: SpeakerSeparator, loss: PITLoss, optimizer, scheduler=None):
-        super().__init__(separator, loss, optimizer, scheduler)
-        self.val_si_sdr, self.val_si_sdri = MeanMetric(), MeanMetric()
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         return self.separator(mixture).sources
