@@ -79,6 +79,18 @@ def test_speaker_mixtures_add_up_and_use_different_speakers():
         SpeakerMixtureDataset(corpus, Mixer(SR // 2, (0.0, 10.0), (-25.0, -10.0)), 4, seed=1, sources=4)
 
 
+def test_speaker_mixtures_with_noise_at_the_asked_snr():
+    from sepgan.data.corpora import synthetic_noise
+
+    corpus = Corpus(synthetic_speech(3, 1), SR, synthetic_seconds=1.0)
+    noise = Corpus(synthetic_noise(["air_conditioner"], 2), SR, synthetic_seconds=1.0)
+    data = SpeakerMixtureDataset(corpus, Mixer(SR // 2, (6.0, 6.0), (-25.0, -10.0)), 2, seed=1, noise=noise)
+    a = data[1]
+    torch.testing.assert_close(a["sources"].sum(0) + a["noise"], a["mixture"])
+    snr = 10 * torch.log10(a["sources"].sum(0).pow(2).sum() / a["noise"].pow(2).sum())
+    assert abs(float(snr) - 6.0) < 1e-3
+
+
 # ---- chunk-permutation alignment ------------------------------------------------------------------
 
 
