@@ -15,9 +15,14 @@ from tests.conftest import SHARED_DATA, TINY
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "sepgan" / "conf" / "experiment").glob("*.yaml"))
 
 
+# Two-speaker mixtures need two speakers in each of the three splits.
+EXTRA = {"two_speakers": ["data.synthetic_speakers=8", "data.val_fraction=0.25", "data.test_fraction=0.25"]}
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fast_dev_run_of_every_experiment(make_cfg, experiment):
-    result = run_generator(make_cfg(f"+experiment={experiment}", "+trainer.fast_dev_run=true"))
+    result = run_generator(make_cfg(f"+experiment={experiment}", "+trainer.fast_dev_run=true",
+                                    *EXTRA.get(experiment, [])))
     assert result.steps == 1
     assert torch.isfinite(torch.tensor(result.metrics["val/si_sdri"]))
 

@@ -97,11 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (torch backend)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--speakers", type=int, default=1, help="separate N voices into NAME_speaker1.EXT ... "
+                                                           "(a speaker model: +experiment=two_speakers)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.speakers != 1:
+        from sepgan.inference.speakers import main_speakers
+
+        return main_speakers(args)
     try:
         check_dry(args.dry)
         skipped: dict[Path, str] = {}

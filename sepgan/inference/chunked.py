@@ -101,13 +101,13 @@ class ChunkedSeparator:
                     break
                 windows = np.stack([buffer[:, j * core - start:j * core - start + window] for j in ready])
                 for j, speech in zip(ready, self._speech(windows, scale)):
-                    yield speech[:, 0 if j == 0 else context:context + core]
+                    yield speech[..., 0 if j == 0 else context:context + core]
                 nxt = ready[-1] + 1
                 buffer, start = buffer[:, nxt * core - start:], nxt * core
         if start + buffer.shape[1] != total:
             raise AudioError(f"expected {total} samples, got {start + buffer.shape[1]}; did the file change?")
         tail = buffer[:, last * core - start:]
-        yield self._speech(tail[None], scale)[0][:, 0 if last == 0 else context:]
+        yield self._speech(tail[None], scale)[0][..., 0 if last == 0 else context:]
 
     def separate(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None) -> np.ndarray:
         """Speech of in-memory audio (channels, samples) or (samples,) at `sample_rate` (default: the model's).

@@ -27,10 +27,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sepgan.training.config import build_separator
 from sepgan.data import SeparationDataModule
 from sepgan.training.distributed import strategy_with_unused_parameters
-from sepgan.models import Separator, load_discriminator, load_separator
+from sepgan.models import Separator, SpeakerSeparator, load_discriminator, load_separator
 from sepgan.training.systems.adversarial import AdversarialGuard, AdversarialSystem
 from sepgan.training.systems.discriminator import DiscriminatorSystem
 from sepgan.training.systems.generator import GeneratorSystem
+from sepgan.training.systems.speakers import SpeakerAdversarialSystem, SpeakerDiscriminatorSystem, SpeakersSystem
 
 log = logging.getLogger("sepgan")
 
@@ -160,6 +161,17 @@ def _require(path: str | None, stage: str) -> str:
     return path
 
 
+def _generator_system(separator, loss, optim) -> GeneratorSystem:
+    """The stage-1 system for a separator: speech versus noise, or several voices (trained by PIT)."""
+    cls = _for_voices(separator, GeneratorSystem, SpeakersSystem)
+    return cls(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
+
+
+def _for_voices(separator, speech_cls: type, voices_cls: type) -> type:
+    """The system class for a separator: speech versus noise, or several voices."""
+    return voices_cls if isinstance(separator, SpeakerSeparator) else speech_cls
+
+
 # ---- stages ------------------------------------------------------------------------------------
 
 
@@ -178,8 +190,7 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
     if not loss.weights:
         raise ValueError("generator pretraining needs a reconstruction term in loss.weights "
                          f"(one of {list(loss.TERMS)}); adversarial weights act only in the adversarial stage")
-    optim = instantiate(cfg.optim)
-    system = GeneratorSystem(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
+    system = _generator_system(separator, loss, instantiate(cfg.optim))
     trainer = build_trainer(cfg, "generator")
     trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -205,11 +216,12 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
-    separator = load_separator(_require(generator_checkpoint or cfg.get("init_from"), "discriminator"))
+    checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "discriminator")
+    separator = load_separator(checkpoint)
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
-    system = DiscriminatorSystem(separator, discriminator, cfg.gan.objective,
-                                 instantiate(cfg.gan.discriminator_optimizer))
+    system = _for_voices(separator, DiscriminatorSystem, SpeakerDiscriminatorSystem)(
+        separator, discriminator, cfg.gan.objective, instantiate(cfg.gan.discriminator_optimizer))
     trainer = build_trainer(cfg, "discriminator", max_steps=cfg.gan.steps.discriminator, max_epochs=-1,
                             check_val_every_n_epoch=None, val_check_interval=cfg.gan.val_check_steps)
     trainer.fit(system, datamodule=datamodule)
@@ -222,7 +234,8 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
-    separator = load_separator(_require(generator_checkpoint or cfg.get("init_from"), "adversarial"))
+    checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "adversarial")
+    separator = load_separator(checkpoint)
     separator.train()
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator_checkpoint = discriminator_checkpoint or cfg.get("discriminator_from")
@@ -232,9 +245,9 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
         log.info("adversarial stage: no discriminator checkpoint given, starting from a fresh discriminator")
         discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
     gan = cfg.gan
-    system = AdversarialSystem(separator, build_loss(cfg), instantiate(gan.generator_optimizer), discriminator,
-                               gan.objective, instantiate(gan.discriminator_optimizer), gan.disc_steps,
-                               gradient_clip=cfg.trainer.get("gradient_clip_val"))
+    system = _for_voices(separator, AdversarialSystem, SpeakerAdversarialSystem)(
+        separator, build_loss(cfg), instantiate(gan.generator_optimizer), discriminator, gan.objective,
+        instantiate(gan.discriminator_optimizer), gan.disc_steps, gradient_clip=cfg.trainer.get("gradient_clip_val"))
     baseline = validation_si_sdri(cfg, system, datamodule)  # the pretrained generator: the guard's baseline
     guard = AdversarialGuard(baseline, **gan.guard)
     # Manual optimisation clips its own gradients; Lightning refuses a Trainer-level clip value with it.
@@ -263,7 +276,7 @@ def run_validation(cfg: DictConfig) -> StageResult:
     checkpoint = _require(cfg.get("init_from"), "validate")
     separator = load_separator(checkpoint)
     datamodule = build_datamodule(cfg, separator)
-    system = GeneratorSystem(separator, build_loss(cfg), optimizer=instantiate(cfg.optim).optimizer)
+    system = _generator_system(separator, build_loss(cfg), instantiate(cfg.optim))
     metrics = build_trainer(cfg, "validate").validate(system, datamodule=datamodule, verbose=False)[0]
     return StageResult("validate", 0, time.perf_counter() - started, checkpoint,
                        {k: float(v) for k, v in metrics.items() if k.startswith("val/")})

@@ -17,7 +17,7 @@ import torch
 
 from sepgan.losses import SeparationLoss, adversarial_objective, feature_matching
 from sepgan.models import Discriminator, Separator
-from sepgan.training.systems.discriminator import log_discrimination
+from sepgan.training.systems.discriminator import DiscriminatorSystem, log_discrimination
 from sepgan.training.systems.generator import GeneratorSystem
 
 log = logging.getLogger(__name__)
@@ -50,23 +50,29 @@ class AdversarialSystem(GeneratorSystem):
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
         optimizer.step()
 
+    judged = DiscriminatorSystem.judged
+
+    def reconstruction(self, batch: dict, sep) -> tuple[torch.Tensor, dict]:
+        """The generator's reconstruction loss and its terms."""
+        return self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend)
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
         g_opt, d_opt = self.optimizers()
         sep = self.separator(batch["mixture"])
-        real = self.separator.frontend.encode(batch["speech"] / sep.scale)
+        real, fake = self.judged(batch, sep)
 
         self.discriminator.requires_grad_(True)
         for _ in range(self.disc_steps):
             real_scores = self.discriminator(real)
-            fake_scores = self.discriminator(sep.speech_features.detach())
+            fake_scores = self.discriminator(fake.detach())
             d_loss = self.objective.discriminator(real_scores, fake_scores)
             self._update(d_opt, d_loss)
         log_discrimination(self, "train", self.objective, real_scores, fake_scores, d_loss)
 
         self.discriminator.requires_grad_(False)  # the generator update leaves the discriminator alone
-        reconstruction, terms = self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend)
+        reconstruction, terms = self.reconstruction(batch, sep)
         weights = self.loss.adversarial_weights
-        fake_scores, fake_activations = self.discriminator(sep.speech_features, return_features=True)
+        fake_scores, fake_activations = self.discriminator(fake, return_features=True)
         terms["adversarial"] = self.objective.generator(fake_scores)
         g_loss = reconstruction + weights["adversarial"] * terms["adversarial"]
         if weights["feature_matching"]:
@@ -83,8 +89,8 @@ class AdversarialSystem(GeneratorSystem):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         sep = super().validation_step(batch, batch_idx)
         with torch.no_grad():
-            real_scores = self.discriminator(self.separator.frontend.encode(batch["speech"] / sep.scale))
-            fake_scores = self.discriminator(sep.speech_features)
+            real, fake = self.judged(batch, sep)
+            real_scores, fake_scores = self.discriminator(real), self.discriminator(fake)
             loss = self.objective.discriminator(real_scores, fake_scores)
         log_discrimination(self, "val", self.objective, real_scores, fake_scores, loss)
 

@@ -40,12 +40,15 @@ class DiscriminatorSystem(pl.LightningModule):
         self.separator.eval()
         return self
 
+    def judged(self, batch: dict, sep) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real, estimated) features the discriminator judges: clean speech and the separator's speech."""
+        return self.separator.frontend.encode(batch["speech"] / sep.scale), sep.speech_features
+
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
         with torch.no_grad():
-            sep = self.separator(batch["mixture"])
-            real = self.separator.frontend.encode(batch["speech"] / sep.scale)
+            real, fake = self.judged(batch, self.separator(batch["mixture"]))
         real_scores = self.discriminator(real)
-        fake_scores = self.discriminator(sep.speech_features)
+        fake_scores = self.discriminator(fake)
         loss = self.objective.discriminator(real_scores, fake_scores)
         log_discrimination(self, stage, self.objective, real_scores, fake_scores, loss)
         return loss
