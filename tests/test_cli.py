@@ -23,7 +23,7 @@ def test_help_lists_every_command_with_its_summary_and_training(capsys):
         (line,) = [l for l in lines if l.startswith(f"  {name} ")]
         assert len(line.split(maxsplit=1)[1]) > 20, line  # a one-line summary follows the name
     assert any("separate" in l and "clean files or whole folders" in l for l in lines)
-    assert any("python -m sepgan.train +experiment=NAME" in l for l in lines)
+    assert any("python -m sepgan.train experiment=NAME" in l for l in lines)
 
 
 def test_version_and_help_start_without_torch():
