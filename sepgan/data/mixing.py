@@ -58,8 +58,13 @@ class Mixer:
             if lo > hi:
                 raise ValueError(f"data.{name}: range [{lo}, {hi}] has its low end above its high end")
 
-    def mix(self, speech: np.ndarray, noise: np.ndarray, snr_db: float, gain_db: float) -> dict[str, np.ndarray]:
-        """Mix equal-length segments at exactly `snr_db`, with the mixture's RMS at `gain_db` dBFS."""
+    def mix(self, speech: np.ndarray, noise: np.ndarray, snr_db: float, gain_db: float,
+            target: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Mix equal-length segments at exactly `snr_db`, with the mixture's RMS at `gain_db` dBFS.
+
+        `target` (e.g. the dry or early part of reverberant `speech`) is returned as the speech, and
+        the noise is then mixture − target, so that mixture = speech + noise still holds.
+        """
         ps, pn = power(speech), power(noise)
         if ps == 0.0 or pn == 0.0:
             raise ValueError("cannot set an SNR with a silent speech or noise segment")
@@ -69,6 +74,8 @@ class Mixer:
         peak = float(np.max(np.abs(mixture))) * gain
         if peak > 0.99:
             gain *= 0.99 / peak
+        if target is not None:
+            speech, noise = target, mixture - target
         return {
             "mixture": (mixture * gain).astype(np.float32),
             "speech": (speech * gain).astype(np.float32),
