@@ -9,9 +9,10 @@ from sepgan.data.augment import (
     COLOURED,
     AugmentConfig,
     Augmenter,
-    babble,
     biquad,
+    circular_convolve,
     coloured_noise,
+    convolve,
     room_impulse_response,
 )
 from sepgan.data.mixing import power
@@ -104,16 +105,16 @@ def test_babble_talkers_are_training_speakers_other_than_the_target():
     target = train.recordings[0].group
     rng = np.random.default_rng(0)
     for _ in range(10):
-        signal, used = babble(train, augmenter.speakers, target, 8000, rng, (3, 3))
+        signal, used = augmenter.babble(rng, target)
         groups = [train.recordings[i].group for i in used]
         assert len(groups) == 3 == len(set(groups)) and target not in groups
         assert not set(groups) & {r.group for r in held_out}
         assert signal.shape == (8000,) and power(signal) > 0
-    counts = {len(babble(train, augmenter.speakers, target, 800, rng, (2, 6))[1]) for _ in range(60)}
-    assert counts == {2, 3, 4, 5, 6}
     for example in examples(dm, 4):
         assert_sums(example)
         assert dm.datasets["train"].noise_labels[example["noise_class"]] == BABBLE
+    ranged = datamodule(sources={BABBLE: 1.0}, babble_talkers=[2, 6]).datasets["train"].augmenter
+    assert {len(ranged.babble(rng, target)[1]) for _ in range(60)} == {2, 3, 4, 5, 6}
 
 
 def test_snr_and_level_stay_in_the_configured_ranges():
@@ -217,3 +218,14 @@ def test_config_turns_augmentation_on_for_training_but_not_for_the_study_experim
     assert dm.augment.snr_db == (-5.0, 20.0)
     for experiment in ("tone", "dog_bark", "air_conditioner", "pretrained"):
         assert compose_config([f"+experiment={experiment}"]).data.augment.enabled is False
+
+
+def test_fft_convolutions_match_direct_ones():
+    rng = np.random.default_rng(5)
+    x, h = rng.standard_normal(1000), rng.standard_normal(2500)  # a response longer than the signal
+    full, short = convolve(x, [h, h[:30]], 200, 700)
+    np.testing.assert_allclose(full, np.convolve(x, h)[200:900], atol=1e-9)
+    np.testing.assert_allclose(short, np.convolve(x, h[:30])[200:900], atol=1e-9)
+    wrapped = np.pad(np.convolve(x, h), (0, 1000))  # every 1000-sample block, the last one zero-padded
+    expected = sum(wrapped[s:s + 1000] for s in range(0, len(x) + len(h) - 1, 1000))
+    np.testing.assert_allclose(circular_convolve(x, h), expected, atol=1e-9)

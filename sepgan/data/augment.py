@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from scipy import fft as sp_fft
 from scipy import signal as sps
 
 from sepgan.data.corpora import Corpus
@@ -230,20 +231,23 @@ def room_impulse_response(sample_rate: int, rt60: float, drr_db: float, rng: np.
     return tail
 
 
-def convolve(x: np.ndarray, response: np.ndarray, context: int, length: int) -> np.ndarray:
-    """`length` samples of x ⊛ response after the first `context` samples of x (its left context)."""
-    return sps.oaconvolve(x, response)[context:context + length]
+def convolve(x: np.ndarray, responses: list[np.ndarray], context: int, length: int) -> list[np.ndarray]:
+    """`length` samples of x ⊛ each response after the first `context` samples of x (its left context);
+    x is transformed once for all of them."""
+    n = sp_fft.next_fast_len(len(x) + max(len(h) for h in responses) - 1, real=True)
+    spectrum = sp_fft.rfft(x, n)
+    return [sp_fft.irfft(spectrum * sp_fft.rfft(h, n), n)[context:context + length] for h in responses]
 
 
 def circular_convolve(x: np.ndarray, response: np.ndarray) -> np.ndarray:
     """x ⊛ response with the tail wrapped round to the start: a noise excerpt has no past to reverberate,
     and wrapping gives its start the reverberation a continuing noise would have."""
-    full = sps.oaconvolve(x, response)
-    out = full[:len(x)].copy()
-    for start in range(len(x), len(full), len(x)):
-        chunk = full[start:start + len(x)]
-        out[:len(chunk)] += chunk
-    return out
+    n = len(x)
+    folded = np.zeros(n)
+    for start in range(0, len(response), n):
+        chunk = response[start:start + n]
+        folded[:len(chunk)] += chunk
+    return sp_fft.irfft(sp_fft.rfft(x) * sp_fft.rfft(folded), n)
 
 
 # ---- examples ------------------------------------------------------------------------------------
@@ -266,11 +270,24 @@ class Augmenter:
         self.kinds, weights = kinds, np.array([cfg.sources[k] for k in kinds])
         self.weights = weights / weights.sum()
         self.context = int(cfg.reverb.rt60[1] * sample_rate) if cfg.reverb.prob > 0 else 0
+        self._powers: dict[tuple[int, int], float] = {}
+
+    def mean_power(self, corpus: Corpus, index: int) -> float:
+        """power() of a whole recording, kept: it costs a pass over the recording, and babble reads many."""
+        key = (id(corpus), index)
+        if key not in self._powers:
+            self._powers[key] = power(corpus.load(index))
+        return self._powers[key]
+
+    def excerpt(self, corpus: Corpus, index: int, rng: np.random.Generator) -> np.ndarray | None:
+        """A looped excerpt of a recording that is not a pause."""
+        return active_excerpt(corpus.load(index), self.segment, rng, loop=True,
+                              mean_power=self.mean_power(corpus, index))
 
     def __call__(self, rng: np.random.Generator) -> dict[str, Any] | None:
         """An example (mixture, speech, noise, snr_db, noise_class), or None when an excerpt was silent."""
         index = int(rng.integers(len(self.speech)))
-        speech = self.speech_excerpt(self.speech.load(index), rng)
+        speech = self.speech_excerpt(index, rng)
         first = self.noise_source(rng, self.speech.recordings[index].group)
         if speech is None or first is None:
             return None
@@ -285,9 +302,9 @@ class Augmenter:
         reverb = self.cfg.reverb
         if rng.random() < reverb.prob:
             rir = self.room(rng)
-            target = speech[self.context:] if reverb.target == "dry" else convolve(
-                speech, rir[:int(reverb.early_ms / 1000 * self.sample_rate) + 1], self.context, self.segment)
-            reverberant = convolve(speech, rir, self.context, self.segment)
+            early = rir[:int(reverb.early_ms / 1000 * self.sample_rate) + 1]
+            reverberant, early = convolve(speech, [rir, early], self.context, self.segment)
+            target = speech[self.context:] if reverb.target == "dry" else early
             if reverb.noise:
                 noise = circular_convolve(noise, self.room(rng))
         else:
@@ -303,9 +320,10 @@ class Augmenter:
         r = self.cfg.reverb
         return room_impulse_response(self.sample_rate, rng.uniform(*r.rt60), rng.uniform(*r.drr_db), rng, r.hf_ratio)
 
-    def speech_excerpt(self, x: np.ndarray, rng: np.random.Generator, tries: int = 8) -> np.ndarray | None:
+    def speech_excerpt(self, index: int, rng: np.random.Generator, tries: int = 8) -> np.ndarray | None:
         """A segment that is not a pause, with `context` samples before it (the reverberation's past)."""
-        floor, length = 0.01 * power(x), self.segment
+        x, length = self.speech.load(index), self.segment
+        floor = 0.01 * self.mean_power(self.speech, index)
         padded = np.concatenate([np.zeros(self.context, x.dtype), x])
         for _ in range(tries if floor > 0 else 0):
             if len(x) >= length:
@@ -316,6 +334,24 @@ class Augmenter:
             if power(seg[self.context:]) > floor:
                 return seg.astype(np.float64)
         return None
+
+    def babble(self, rng: np.random.Generator, exclude: str) -> tuple[np.ndarray, list[int]]:
+        """Talkers of distinct speakers other than `exclude`, each at its own level (±3 dB), summed.
+
+        Returns the babble and the speech corpus indices of the recordings used. With fewer other
+        speakers than asked, all of them talk.
+        """
+        others = [g for g in self.speakers if g != exclude]
+        count = min(int(rng.integers(self.cfg.babble_talkers[0], self.cfg.babble_talkers[1] + 1)), len(others))
+        out, used = np.zeros(self.segment), []
+        for g in rng.choice(len(others), size=count, replace=False):
+            members = self.speakers[others[g]]
+            index = members[rng.integers(len(members))]
+            x = self.excerpt(self.speech, index, rng)
+            if x is not None:
+                out += x / np.sqrt(power(x)) * 10 ** (rng.uniform(-3, 3) / 20)
+                used.append(index)
+        return out, used
 
     def channel(self, x: np.ndarray, rng: np.random.Generator, p_eq: float, p_band: float) -> np.ndarray:
         """x through a random equaliser (with probability p_eq) and band-limit (p_band)."""
@@ -332,38 +368,16 @@ class Augmenter:
         """One noise source at unit power, through a random channel, and its label."""
         kind = self.kinds[rng.choice(len(self.kinds), p=self.weights)]
         if kind == BABBLE and len(self.speakers) > 1:
-            x, label = babble(self.speech, self.speakers, speaker, self.segment, rng, self.cfg.babble_talkers)[0], BABBLE
+            x, label = self.babble(rng, speaker)[0], BABBLE
         elif kind == "coloured":
             x = coloured_noise(self.segment, rng.uniform(*self.cfg.coloured_exponent), self.sample_rate, rng)
             label = COLOURED
         else:  # recorded (also babble when the split has a single speaker)
             label = self.noise.labels[rng.integers(len(self.noise.labels))]
             members = self.noise.by_label[label]
-            x = active_excerpt(self.noise.load(members[rng.integers(len(members))]), self.segment, rng, loop=True)
+            x = self.excerpt(self.noise, members[rng.integers(len(members))], rng)
         if x is None:
             return None
         x = self.channel(np.asarray(x, np.float64), rng, self.cfg.eq.noise, self.cfg.band_limit.noise)
         p = power(x)
         return (x / np.sqrt(p), label) if p > 0 else None
-
-
-def babble(speech: Corpus, speakers: dict[str, list[int]], exclude: str, length: int, rng: np.random.Generator,
-           talkers: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
-    """Sum of talkers from distinct speakers other than `exclude`, each at its own level (±3 dB).
-
-    Returns the babble and the corpus indices of the recordings used. With fewer other speakers
-    than asked, all of them talk.
-    """
-    others = [g for g in speakers if g != exclude]
-    count = min(int(rng.integers(talkers[0], talkers[1] + 1)), len(others))
-    chosen = rng.choice(len(others), size=count, replace=False)
-    out, used = np.zeros(length), []
-    for g in chosen:
-        members = speakers[others[g]]
-        index = members[rng.integers(len(members))]
-        x = active_excerpt(speech.load(index), length, rng, loop=True)
-        if x is None:
-            continue
-        out += x / np.sqrt(power(x)) * 10 ** (rng.uniform(-3, 3) / 20)
-        used.append(index)
-    return out, used

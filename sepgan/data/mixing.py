@@ -27,9 +27,12 @@ def crop_or_pad(x: np.ndarray, length: int, rng: np.random.Generator, loop: bool
     return out
 
 
-def active_excerpt(x: np.ndarray, length: int, rng: np.random.Generator, loop: bool, tries: int = 8) -> np.ndarray | None:
-    """An excerpt with at least 1% of the signal's mean power (not a pause), or None if none is found."""
-    floor = 0.01 * power(x)
+def active_excerpt(x: np.ndarray, length: int, rng: np.random.Generator, loop: bool, tries: int = 8,
+                   mean_power: float | None = None) -> np.ndarray | None:
+    """An excerpt with at least 1% of the signal's mean power (not a pause), or None if none is found.
+
+    `mean_power` is power(x), when the caller has it already (it costs a pass over the whole recording)."""
+    floor = 0.01 * (power(x) if mean_power is None else mean_power)
     if floor == 0.0:
         return None
     for _ in range(tries):
