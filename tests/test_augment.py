@@ -128,9 +128,13 @@ def test_snr_and_level_stay_in_the_configured_ranges():
 
 
 def test_a_second_source_is_added_as_often_as_asked(monkeypatch):
-    calls = []
-    original = Augmenter.noise_source
-    monkeypatch.setattr(Augmenter, "noise_source", lambda self, rng, speaker: calls.append(1) or original(self, rng, speaker))
+    calls, original = [], Augmenter.noise_source
+
+    def counted(self, rng, speaker):
+        calls.append(speaker)
+        return original(self, rng, speaker)
+
+    monkeypatch.setattr(Augmenter, "noise_source", counted)
     for probability, expected in ((0.0, 8), (1.0, 16)):
         calls.clear()
         examples(datamodule(second_source=probability), 8)

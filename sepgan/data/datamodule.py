@@ -83,7 +83,8 @@ class SeparationDataModule(pl.LightningDataModule):
 
     Real noise classes are the sub-folders of the noise folder (or UrbanSound8K classes); a class
     not found there but known to the synthetic generator (e.g. `tone`) is synthesised, as the
-    study did for tones.
+    study did for tones. `augment` holds the settings of `AugmentConfig` (the config's
+    `data.augment`); left out, mixtures are not augmented.
     """
 
     def __init__(
