@@ -59,7 +59,7 @@ class Reverb:
     hf_ratio: float = 0.6  # RT60 above 2 kHz relative to below (air and wall absorption)
     target: str = "early"  # early: direct path + first early_ms (the model keeps those); dry: the source
     early_ms: float = 50.0
-    noise: bool = True  # the noise is reverberant too (its own response, same RT60)
+    noise: bool = True  # the noise is reverberant too (its own response in the same room)
 
 
 @dataclass(frozen=True)
@@ -301,12 +301,13 @@ class Augmenter:
         target = speech[self.context:]
         reverb = self.cfg.reverb
         if rng.random() < reverb.prob:
-            rir = self.room(rng)
+            rt60 = rng.uniform(*reverb.rt60)
+            rir = self.room(rng, rt60)
             early = rir[:int(reverb.early_ms / 1000 * self.sample_rate) + 1]
             reverberant, early = convolve(speech, [rir, early], self.context, self.segment)
             target = speech[self.context:] if reverb.target == "dry" else early
             if reverb.noise:
-                noise = circular_convolve(noise, self.room(rng))
+                noise = circular_convolve(noise, self.room(rng, rt60))
         else:
             reverberant = target
         if power(reverberant) == 0.0 or power(noise) == 0.0:
@@ -316,9 +317,10 @@ class Augmenter:
         example["noise_class"] = self.labels.index(label)
         return example
 
-    def room(self, rng: np.random.Generator) -> np.ndarray:
+    def room(self, rng: np.random.Generator, rt60: float) -> np.ndarray:
+        """A response of the room with this RT60, from a random position (direct-to-reverberant ratio)."""
         r = self.cfg.reverb
-        return room_impulse_response(self.sample_rate, rng.uniform(*r.rt60), rng.uniform(*r.drr_db), rng, r.hf_ratio)
+        return room_impulse_response(self.sample_rate, rt60, rng.uniform(*r.drr_db), rng, r.hf_ratio)
 
     def speech_excerpt(self, index: int, rng: np.random.Generator, tries: int = 8) -> np.ndarray | None:
         """A segment that is not a pause, with `context` samples before it (the reverberation's past)."""
