@@ -233,3 +233,15 @@ def test_fft_convolutions_match_direct_ones():
     wrapped = np.pad(np.convolve(x, h), (0, 1000))  # every 1000-sample block, the last one zero-padded
     expected = sum(wrapped[s:s + 1000] for s in range(0, len(x) + len(h) - 1, 1000))
     np.testing.assert_allclose(circular_convolve(x, h), expected, atol=1e-9)
+
+
+def test_evaluate_can_score_augmented_held_out_mixtures_with_their_noise_kinds():
+    from sepgan.evaluation import ConfigMixtures
+
+    data = ["synthetic_speakers=30", "synthetic_utterances=1", "synthetic_noise_recordings=3", "synthetic_seconds=1.0",
+            "segment_seconds=0.5", "augment.eval=true", "augment.sources.recorded=0"]  # 3 test speakers
+    held_out = list(ConfigMixtures(data, 8000, split="test", count=8))
+    assert {e.noise_class for e in held_out} == {BABBLE, COLOURED}
+    assert all(-5.0 - 1e-3 <= e.snr_db <= 20.0 + 1e-3 for e in held_out)
+    again = list(ConfigMixtures(data, 8000, split="test", count=8))
+    assert all(np.array_equal(a.mixture, b.mixture) for a, b in zip(held_out, again))
