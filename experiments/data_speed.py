@@ -1,7 +1,7 @@
 """Data-loading speed of a data config: training examples made per second in one process.
 
-    python experiments/data_speed.py +experiment=demo
-    python experiments/data_speed.py +experiment=pretrained data.augment.enabled=false
+    python experiments/data_speed.py experiment=demo
+    python experiments/data_speed.py experiment=general data.root=../shared/data data.augment.enabled=false
 
 Prints the set-up time (reading and decoding the corpora), training examples/s (one process, as
 one data-loader worker makes them), the CPU time per example (which varies less than seconds on a
