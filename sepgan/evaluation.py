@@ -177,7 +177,7 @@ class ConfigMixtures:
                                   f"group such as root=../shared/data noise_classes=[dog_bark]") from None
         self.sample_rate, self.split, self.count = sample_rate, split, count
         self.datamodule.setup()
-        self.noise_labels = self.datamodule.corpora[split][1].labels
+        self.noise_labels = self.datamodule.datasets[split].noise_labels
 
     def __len__(self) -> int:
         return self.count
