@@ -103,3 +103,14 @@ def noisy_speech(seconds: float, sr: int = 16000, seed: int = 0, kind: str = "si
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tiny_separator(), tmp_path_factory.mktemp("models") / "tiny.ckpt")
+
+
+@pytest.fixture(scope="session")
+def bad_audio(tmp_path_factory):
+    """Awkward and broken audio files with what each must get (`tests/bad_audio.py`): a list of `CorpusFile`.
+
+    Written once per session and shared: copy a file before changing it.
+    """
+    from tests.bad_audio import write_bad_audio
+
+    return write_bad_audio(tmp_path_factory.mktemp("bad_audio"))
