@@ -97,3 +97,50 @@ def test_a_given_scale_replaces_the_mixture_level():
     torch.testing.assert_close(model.separate(x, scale=level), model.separate(x), rtol=1e-4, atol=1e-6)
     half = model.separate(x[:4000], scale=level)  # a chunk normalised by the whole signal's level
     assert not torch.allclose(half, model.separate(x[:4000]))
+
+
+def test_dilated_bottleneck_keeps_shapes_and_adds_its_known_reach():
+    from sepgan.inference.backends import receptive_field
+
+    fe = FrontEnd(8000, 256, 64)
+    # Wide enough that no ReLU is dead for the whole measuring input (2 channels can hide reach from it).
+    unet = dict(n_blocks=5, block="tfc_tdf", channels=4, channel_mult=2, layers=1)
+    torch.manual_seed(0)
+    plain = Separator(fe, unet=unet).eval()
+    torch.manual_seed(0)
+    dilated = Separator(fe, unet=dict(unet, bottleneck="dilated", dilations=[1, 2, 4])).eval()
+    for length in (8000, 12345):
+        mixture = torch.randn(2, length) * 0.1
+        assert dilated(mixture).speech.shape == mixture.shape
+    # Kernel 3 with dilations 1, 2, 4 adds 1 + 2 + 4 bottleneck frames each side, 2**levels frames each.
+    assert receptive_field(dilated) - receptive_field(plain) == 7 * dilated.net.factor
+
+
+def test_dilated_preset_trains_a_step():
+    from sepgan.losses import SeparationLoss
+
+    torch.manual_seed(0)
+    cfg = preset("small_dilated")
+    assert cfg["unet"]["bottleneck"] == "dilated" and cfg["unet"]["n_blocks"] == 9
+    cfg["unet"].update(channels=2, layers=1)
+    fe = FrontEnd(8000, 256, 64)
+    model = Separator(fe, **cfg).train()
+    speech, noise = torch.randn(2, 8000) * 0.1, torch.randn(2, 8000) * 0.1
+    loss = SeparationLoss(dict(si_sdr=1.0, mrstft=3.0))
+    before = [p.detach().clone() for p in model.net.temporal.parameters()]
+    total, _ = loss(model(speech + noise), speech, noise, fe)
+    total.backward()
+    torch.optim.Adam(model.parameters(), lr=1e-3).step()
+    assert torch.isfinite(total)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.net.temporal.parameters()))
+
+
+@pytest.mark.parametrize("unet, message", [
+    (dict(bottleneck="gru"), "bottleneck"),
+    (dict(bottleneck="dilated", dilations=[1, 0]), "dilations"),
+    (dict(bottleneck="dilated", temporal_kernel=2), "temporal_kernel"),
+])
+def test_bad_bottleneck_settings_are_named(unet, message):
+    with pytest.raises(ValueError, match=message):
+        Separator(FrontEnd(), unet=unet)
