@@ -65,6 +65,11 @@ def write_noise(path: Path, seconds: float = 1.0, sr: int = 16000, seed: int = 0
 TINY_MODEL = ["model=small", "model.unet.n_blocks=7", "model.unet.channels=2", "model.unet.layers=1"]
 
 
+# The small_dilated preset (9 blocks, dilated bottleneck) at test width. Pass seed=1: at 2 channels, seed 0's
+# random batch-norm statistics silence a whole level, and the bottleneck then reaches nothing.
+TINY_DILATED = ("model=small_dilated", "model.unet.n_blocks=9")
+
+
 def tiny_separator(*overrides: str, seed: int = 0):
     """An untrained tiny separator with random batch-norm statistics, so that its output is not
     close to the pass-through it starts from and chunking errors would show."""
