@@ -117,7 +117,7 @@ class ConvBlock(nn.Module):
 
 
 class DilatedTemporal(nn.Module):
-    """Long temporal context at the bottleneck: residual [Conv(1 x kernel, dilation d)-norm-activation] layers.
+    """Long temporal context at the bottleneck: residual [norm-activation-Conv(1 x kernel, dilation d)] layers.
 
     The U-Net's 3x3 convolutions see about 0.75 s on each side (the shipped 9-block model's measured
     receptive field is 94 frames of 8 ms); speech and noise are easier to tell apart over seconds.
@@ -141,11 +141,16 @@ class DilatedTemporal(nn.Module):
             raise ValueError(f"model.unet.temporal_kernel must be odd and positive, got {kernel}")
         if not dilations or any(int(d) < 1 for d in dilations):
             raise ValueError(f"model.unet.dilations must be positive integers, got {list(dilations)}")
+        # BN-ReLU-Conv as in the study's dense blocks; each convolution starts at zero, so the stack starts
+        # as the identity: a plain U-Net's weights load into this one unchanged and fine-tune from there.
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, channels, (1, kernel), dilation=(1, int(d)),
-                                    padding=(0, int(d) * (kernel - 1) // 2)),
-                          make_norm(norm, channels), make_activation(activation))
+            nn.Sequential(make_norm(norm, channels), make_activation(activation),
+                          nn.Conv2d(channels, channels, (1, kernel), dilation=(1, int(d)),
+                                    padding=(0, int(d) * (kernel - 1) // 2)))
             for d in dilations)
+        for layer in self.layers:
+            nn.init.zeros_(layer[-1].weight)
+            nn.init.zeros_(layer[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
