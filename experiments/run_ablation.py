@@ -63,7 +63,7 @@ def budget(steps: int) -> list[str]:
     """Settings every variant shares: data, segment length, optimiser, steps; one validation at the end."""
     batch = 4  # of 3 s mixtures: the dilated bottleneck reaches 1.9 s each side, which 1 s mixtures never show it
     return [f"data.root={SHARED}", "optim=adam_cosine", "optim.optimizer.lr=3e-4", "data.segment_seconds=3.0",
-            f"data.batch_size={batch}", f"data.train_examples={steps * batch}", "data.val_examples=32",
+            f"data.batch_size={batch}", f"data.train_examples={steps * batch}", "data.val_examples=8",
             "data.num_workers=1", f"trainer.max_steps={steps}", "trainer.max_epochs=-1",
             "callbacks.validation_examples.count=0"]
 
@@ -213,8 +213,8 @@ def write_report() -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="run just these variants")
-    parser.add_argument("--steps", type=int, default=24, help="fine-tuning steps of every variant (default 24)")
-    parser.add_argument("--test-count", type=int, default=32, help="held-out test mixtures (default 32)")
+    parser.add_argument("--steps", type=int, default=12, help="fine-tuning steps of every variant (default 12)")
+    parser.add_argument("--test-count", type=int, default=6, help="held-out test mixtures (default 6)")
     parser.add_argument("--report", action="store_true", help="only write the report from stored results")
     args = parser.parse_args()
     if not args.report:
