@@ -203,10 +203,13 @@ def write_report() -> Path:
         t = json.loads((RESULTS / "start.json").read_text())["test"]["model"]
         lines.append(f"| start: the shipped model, not fine-tuned | 0.95 M | 0 | – | – | {_f(t['si_sdri'])} | "
                      f"{_f(t['pesq'])} | {_f(t['stoi'])} | as baseline | as baseline | as baseline | as baseline |")
-    timed = {architecture(r["name"]): r["speed"] for r in records if "speed" in r}
+    timed: dict[tuple, dict] = {}
     for r in records:
-        # The loss does not change the speed: a variant without timings shows its architecture's.
-        s, t, m = timed.get(architecture(r["name"]), {}), r["test"]["model"], r["stage"]["metrics"]
+        timed.setdefault(architecture(r["name"]), r.get("speed", {}))
+    for r in records:
+        # The loss does not change the speed: a figure a variant lacks (ONNX) is its architecture's.
+        s = {**timed[architecture(r["name"])], **r.get("speed", {})}
+        t, m = r["test"]["model"], r["stage"]["metrics"]
         lines.append(
             f"| {r['name']}: {r['what']} | {s.get('parameters', 0) / 1e6:.2f} M | {r['stage']['steps']} | "
             f"{r['train_seconds'] / 60:.1f} min | {_f(m.get('val/si_sdri'))} | {_f(t['si_sdri'])} | {_f(t['pesq'])} | "
