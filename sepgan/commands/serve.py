@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="requests processed at once (default 1)")
     p.add_argument("--max-queue", type=int, default=32, help="requests allowed to wait; more get 503 (default 32)")
     p.add_argument("--threads", type=int, help="CPU threads per model call (default: PyTorch's choice)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (torch backend)")
     args = p.parse_args(argv)
     for name in ("max_upload_mb", "max_seconds", "workers"):
         if getattr(args, name) <= 0:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint(),
                             backend=args.backend, noise_dir=args.noise_dir, max_upload_mb=args.max_upload_mb,
                             max_seconds=args.max_seconds, workers=args.workers, max_queue=args.max_queue,
-                            threads=args.threads)
+                            threads=args.threads, device=args.device)
         app = create_app(settings)
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -69,6 +69,9 @@ def run_job_on_its_own(cfg: DictConfig) -> float | None:
     log.info("job %s starts %s processes: running it as a run of its own in %s",
              hydra_cfg.job.num, cfg.trainer.devices, output_dir)
     code = subprocess.run(command, cwd=get_original_cwd()).returncode
+    results = Path(output_dir, "results.json")
+    if code != 0 and results.exists() and any(r.get("failure") for r in json.loads(results.read_text())):
+        return float("nan")  # the job went non-finite (its summary says where): a failed trial, not a failed sweep
     if code != 0:
         raise RuntimeError(f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed with exit "
                            f"code {code}; see {output_dir}/train.log")
@@ -93,6 +96,10 @@ def main(cfg: DictConfig) -> float | None:
     results = run(cfg)
     if rank_zero_only.rank == 0:
         print("\n" + stages.summary(results) + f"\nrun folder: {cfg.paths.output_dir}", flush=True)
+    if any(r.failure for r in results):  # training went non-finite: no model came out of it
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")  # a sweeper records the trial as failed and goes on with the others
+        sys.exit(1)
     return objective(stages.as_dict(results))
 
 
