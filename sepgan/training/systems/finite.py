@@ -84,15 +84,15 @@ class FiniteTraining:
     def on_before_optimizer_step(self, optimizer) -> None:
         network = self._network_of(optimizer)
         pending = (getattr(self, "_finite_pending", None) or {}).pop(network, [])
-        terms = {name: value for step_terms in pending for name, value in step_terms.items()}
-        bad_terms = [name for step_terms in pending for name in nonfinite(step_terms)]
+        # the terms of every batch since the last step (several with gradient accumulation); the first bad one is shown
+        checked = [(step_terms, nonfinite(step_terms)) for step_terms in pending]
+        terms, bad_terms = next(((t, bad) for t, bad in checked if bad), checked[-1] if checked else ({}, []))
         module = self.networks()[network][1]
         bad_grads = [] if self._uses_loss_scaling() else nonfinite(
             {name: p.grad for name, p in module.named_parameters() if p.grad is not None})
         message = None
         if bad_terms:
-            message = (f"loss term{'s' if len(set(bad_terms)) > 1 else ''} of the {network} "
-                       f"{_values(terms, dict.fromkeys(bad_terms))}")
+            message = f"loss term{'s' if len(bad_terms) > 1 else ''} of the {network} {_values(terms, bad_terms)}"
         elif bad_grads:
             message = self._explain_gradient(network, terms, bad_grads)
         self._decide(message, f"step {self.global_step}")
@@ -107,7 +107,7 @@ class FiniteTraining:
     def _blame(self, network: str) -> list[str]:
         """The loss terms whose own gradient is non-finite, recomputed on the batch of the failed step."""
         batch = (getattr(self, "_finite_batch", None) or {}).get(network)
-        if batch is None:
+        if batch is None or self.trainer.world_size > 1:  # under DDP a rank's lone forward (SyncBatchNorm) would hang
             return []
         module = self.networks()[network][1]
         params = [p for p in module.parameters() if p.requires_grad]
