@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m sepgan.train +experiment=gan
+	$(PY) -m sepgan.train experiment=gan
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=10

@@ -5,7 +5,7 @@
 # On the lent machine (the `run` tool, carry [".gpu"], timeout_s 480):   bash experiments/gpu_check.sh
 # Then give the machine back. See ../shared/gpu/README.md.
 #
-# 1. `+experiment=gan trainer=gpu` (generator 300 steps, discriminator 100, adversarial 200, the embedded
+# 1. `experiment=gan trainer=gpu` (generator 300 steps, discriminator 100, adversarial 200, the embedded
 #    synthetic set) in fp32, bf16 and fp16 mixed precision. Before the fix of issue 9, bf16 ended every
 #    stage with "nan dB"; now a stage that goes non-finite stops at once and the command exits 1.
 # 2. `sepgan separate --device cuda` on a 20 s file with the shipped model: must run (it failed with "Input
@@ -44,7 +44,7 @@ for precision in 32-true bf16-mixed 16-mixed; do
     dir=.gpu/runs/$precision
     rm -rf "$dir"
     start=$(date +%s)
-    timeout "$RUN_TIMEOUT" python3 -m sepgan.train +experiment=gan trainer=gpu trainer.precision=$precision \
+    timeout "$RUN_TIMEOUT" python3 -m sepgan.train experiment=gan trainer=gpu trainer.precision=$precision \
         data.num_workers=8 trainer.enable_progress_bar=false trainer.enable_model_summary=false \
         callbacks.validation_examples.count=0 hydra.run.dir="$dir" > "$OUT/train_$precision.log" 2>&1
     code=$?

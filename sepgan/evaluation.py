@@ -152,10 +152,12 @@ class ConfigMixtures:
 
     `data_overrides` are Hydra overrides of the `data` group, with or without the `data.` prefix
     (`root=../shared/data`, `noise_classes=[dog_bark]`); the same overrides as a training run give
-    that run's held-out mixtures, made at `sample_rate` (the model's).
+    that run's held-out mixtures, made at `sample_rate` (the model's). A composed data config
+    (`data=cfg.data`, a training run's own) is used as it is instead.
     """
 
-    def __init__(self, data_overrides: Iterable[str], sample_rate: int, split: str = "test", count: int = 64):
+    def __init__(self, data_overrides: Iterable[str] = (), sample_rate: int = 16000, split: str = "test",
+                 count: int = 64, data=None):
         from hydra.errors import HydraException
         from hydra.utils import instantiate
 
@@ -167,9 +169,9 @@ class ConfigMixtures:
             raise EvaluationError(f"the number of examples must be at least 1, got {count}")
         overrides = [o if o.startswith("data.") else f"data.{o}" for o in data_overrides]
         try:
-            cfg = compose_config([*overrides, f"data.sample_rate={sample_rate}", "data.num_workers=0",
-                                  f"data.{split}_examples={count}"])
-            self.datamodule = instantiate(cfg.data)
+            data = data if data is not None else compose_config(overrides).data
+            self.datamodule = instantiate(data, sample_rate=sample_rate, num_workers=0, _convert_="all",
+                                          **{f"{split}_examples": count})
         except (HydraException, ValueError) as err:  # a bad key, or a value the data module rejects
             raise EvaluationError(f"bad data-config override ({err}); --data takes overrides of the data "
                                   f"group such as root=../shared/data noise_classes=[dog_bark]") from None
@@ -202,9 +204,12 @@ def _unscorable(example: Example) -> str | None:
 
 
 def model_speech(separator, mixture: np.ndarray) -> np.ndarray:
-    """A separator's speech estimate of a 1-D signal, computed on the device its weights are on."""
-    device = next(separator.parameters()).device
-    return separator.separate(torch.from_numpy(np.ascontiguousarray(mixture)).to(device)).cpu().numpy()
+    """The speech estimate of a 1-D signal by a `Separator`, on the device its weights are on, or by a
+    `ChunkedSeparator`, on its backend's device."""
+    if isinstance(separator, torch.nn.Module):
+        device = next(separator.parameters()).device
+        return separator.separate(torch.from_numpy(np.ascontiguousarray(mixture)).to(device)).cpu().numpy()
+    return np.asarray(separator.separate(mixture))
 
 
 def _estimate(method: str, example: Example, separator, frontend: FrontEnd) -> np.ndarray:
@@ -222,7 +227,8 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
              info: dict | None = None, device: str | torch.device | None = None) -> "Report":
     """Run each method on each example and score it against the clean speech.
 
-    `separator` (a `sepgan.models.Separator`) is needed for the `model` method; the oracle masks
+    `separator` (a `sepgan.models.Separator`, or a `sepgan.inference.chunked.ChunkedSeparator` for
+    long files or ONNX models) is needed for the `model` method; the oracle masks
     use its front-end, or `frontend` when there is no model. Examples must be at the model's
     sample rate. Examples that cannot be scored (silent, shorter than 0.5 s) are skipped and
     listed in the report; measures undefined for one signal are NaN, with the reason in the notes.
@@ -235,7 +241,7 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
         raise EvaluationError(f"unknown method(s) {unknown}; known: {list(METHODS)}")
     if "model" in methods and separator is None:
         raise EvaluationError("the 'model' method needs a separator (a checkpoint)")
-    if separator is not None and device is not None:
+    if device is not None and isinstance(separator, torch.nn.Module):  # a ChunkedSeparator's backend has its own
         separator = separator.to(device)
     frontend = separator.frontend if separator is not None else frontend
     if frontend is None and any(m.startswith("oracle_") for m in methods):

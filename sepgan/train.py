@@ -1,4 +1,4 @@
-"""`python -m sepgan.train +experiment=NAME [key=value ...]`: the training entry point (see `sepgan.commands.train`)."""
+"""`python -m sepgan.train experiment=NAME [key=value ...]`: the training entry point (see `sepgan.commands.train`)."""
 
 from sepgan.commands.train import main
 

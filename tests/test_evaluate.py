@@ -194,7 +194,7 @@ def test_without_a_shipped_model_the_checkpoint_option_is_named(folders, capsys,
 
 def test_sepgan_command_dispatches_evaluate(capsys):
     assert sepgan(["--help"]) == 0
-    assert "evaluate" in capsys.readouterr().err
+    assert "evaluate" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
         sepgan(["evaluate", "--help"])
     assert exit_.value.code == 0
@@ -213,3 +213,33 @@ def test_real_voicebank_pairs_input_sir_is_the_measured_snr(tmp_path, checkpoint
                       metrics=("si_sdr", "sir"), frontend=FrontEnd(), progress=False)
     sir = {r["file"]: r["sir"] for r in report.rows}
     assert sir["p287_002"] == pytest.approx(9.0, abs=0.5) and sir["p287_004"] == pytest.approx(-0.7, abs=0.5)
+
+
+def test_the_command_runs_the_model_in_chunks_with_the_whole_file_result(tmp_path, tiny_checkpoint, monkeypatch):
+    """6 s files (two 4 s chunks): the chunked estimate is the whole-file one, and so are the
+    scores of `sepgan evaluate`; --device reaches the backend."""
+    from sepgan.evaluation import _estimate
+    from sepgan.inference import backends
+    from sepgan.inference.chunked import ChunkedSeparator
+    from sepgan.models import load_separator
+
+    write_pair(tmp_path, "long", seconds=6.0, seed=3)
+    write_pair(tmp_path, "stereo48k", seconds=6.0, seed=4, sr=48000, channels=2)
+    examples = FolderPairs(tmp_path / "noisy", tmp_path / "clean", SR)
+    separator = load_separator(tiny_checkpoint)
+    chunked = ChunkedSeparator(backends.TorchBackend(separator))
+    for example in examples:
+        whole = _estimate("model", example, separator, separator.frontend)
+        estimate = _estimate("model", example, chunked, chunked.frontend)
+        assert np.abs(estimate - whole).max() < 1e-4 * np.abs(whole).max()
+        assert np.abs(whole - example.mixture).max() > 1e-2 * np.abs(whole).max()  # the model changes the input
+
+    devices = []
+    monkeypatch.setattr(backends, "load_backend", lambda path, device: devices.append(device)
+                        or backends.TorchBackend(load_separator(path), device))
+    report = run(tmp_path, str(tiny_checkpoint), *FAST, "--methods", "model", "--device", "cpu")
+    assert devices == ["cpu"]
+    reference = evaluate(examples, separator, methods=("model",), metrics=("si_sdr", "stoi"), progress=False)
+    assert [r["file"] for r in report.rows] == [r["file"] for r in reference.rows] == ["long", "stereo48k"]
+    for a, b in zip(report.rows, reference.rows):
+        assert (a["si_sdr"], a["stoi"]) == pytest.approx((b["si_sdr"], b["stoi"]), abs=1e-4), a["file"]

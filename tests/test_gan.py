@@ -57,6 +57,15 @@ def test_discriminator_learns_to_tell_estimates_from_speech(make_cfg, generator_
     assert result.metrics["val/disc/accuracy"] > 0.75
 
 
+def test_discriminator_stage_stops_early_on_its_own_accuracy(make_cfg, generator_checkpoint):
+    # early stopping watches val/disc/accuracy there, as the checkpoints do (val/si_sdri is never logged);
+    # an accuracy cannot rise by 2, so the second validation stops it
+    cfg = make_cfg("+experiment=gan", "stage=discriminator", f"init_from={generator_checkpoint}",
+                   "callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=1",
+                   "callbacks.early_stopping.min_delta=2", "gan.steps.discriminator=6", "gan.val_check_steps=1")
+    assert stages.run_discriminator(cfg).steps == 2
+
+
 def test_adversarial_step_changes_both_networks():
     torch.manual_seed(0)
     frontend = FrontEnd(8000, 256, 64)

@@ -64,6 +64,28 @@ def test_separate_command_with_onnx_backend(exported, tiny_checkpoint, tmp_path)
     assert np.abs(a - b).max() <= TOLERANCE * np.abs(b).max()
 
 
+def test_python_api_and_evaluate_take_an_onnx_model(exported, tiny_checkpoint, tmp_path):
+    import json
+
+    import sepgan
+
+    stereo = np.stack([noisy_speech(2.5, 22050), noisy_speech(2.5, 22050, seed=1)])
+    (onnx_speech, noise), (torch_speech, _) = (sepgan.load(m).separate(stereo, 22050) for m in (exported, tiny_checkpoint))
+    assert np.abs(onnx_speech - torch_speech).max() <= TOLERANCE * np.abs(torch_speech).max()
+    np.testing.assert_allclose(onnx_speech + noise, stereo, atol=1e-6)
+
+    scores = {}
+    for model in (tiny_checkpoint, exported):
+        out = tmp_path / model.suffix[1:]
+        assert main(["evaluate", "--checkpoint", str(model), "--data", "synthetic_speakers=6", "synthetic_utterances=1",
+                     "synthetic_noise_recordings=3", "synthetic_seconds=1.5", "segment_seconds=1.0", "--examples", "2",
+                     "--methods", "model", "--metrics", "si_sdr", "--no-progress", "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["checkpoint"] == str(model)
+        scores[model.suffix] = summary["methods"]["model"]["si_sdr"]["mean"]
+    assert scores[".onnx"] == pytest.approx(scores[".ckpt"], abs=1e-3)
+
+
 def test_export_refuses_to_overwrite_and_wrong_names(exported, tiny_checkpoint, capsys):
     before = exported.read_bytes()
     assert main(["export-onnx", "--checkpoint", str(tiny_checkpoint), "-o", str(exported)]) == 2

@@ -1,5 +1,8 @@
 """`sepgan separate`: folders, names, formats, refusing to overwrite, and clear errors."""
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -72,6 +75,28 @@ def test_output_folder_inside_the_input_folder_is_not_read_back(inputs, tiny_che
     assert not (inputs / "clean" / "clean").exists()
 
 
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="this libsndfile cannot write MP3")
+def test_mixed_formats_are_cleaned_into_0644_files_and_other_files_reported(tmp_path, tiny_checkpoint, capsys):
+    root = tmp_path / "in"
+    root.mkdir()
+    for name, sr in (("a.mp3", 44100), ("b.flac", 22050), ("c.wav", 16000)):
+        sf.write(root / name, noisy_speech(1.0, sr), sr)
+    (root / "readme.txt").write_text("not audio")
+    old = os.umask(0o022)
+    try:
+        assert run(root, "-o", tmp_path / "out", checkpoint=tiny_checkpoint) == 0
+    finally:
+        os.umask(old)
+    err = capsys.readouterr().err
+    assert f"skipped {root / 'readme.txt'}: " in err and "cleaned 3 of 3 files" in err
+    written = {p.name: p for p in (tmp_path / "out").iterdir()}
+    assert sorted(written) == ["a.mp3", "b.flac", "c.wav"]
+    for name, path in written.items():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, name
+        assert (sf.info(path).format, sf.info(path).samplerate) == (sf.info(root / name).format,
+                                                                     sf.info(root / name).samplerate)
+
+
 def test_bad_file_is_reported_and_the_rest_cleaned(inputs, tmp_path, tiny_checkpoint, capsys):
     (inputs / "broken.wav").write_text("a text file renamed to .wav\n" * 20)
     (inputs / "empty.flac").write_bytes(b"")
@@ -87,6 +112,7 @@ def test_bad_file_is_reported_and_the_rest_cleaned(inputs, tmp_path, tiny_checkp
     (["nowhere.wav", "-o", "out"], "input not found: 'nowhere.wav'"),
     (["IN", "-o", "out", "--checkpoint", "missing.ckpt"], "checkpoint not found"),
     (["IN", "-o", "out", "--chunk-seconds", "0"], "chunk length must be positive"),
+    (["IN", "-o", "out", "--dry", "1.5"], "dry must be between 0 (fully cleaned) and 1"),
 ])
 def test_bad_arguments_are_named(inputs, tiny_checkpoint, args, message, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

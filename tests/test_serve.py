@@ -1,8 +1,10 @@
 """`sepgan serve` through FastAPI's test client: good uploads, bad uploads, limits, many at once."""
 
 import asyncio
+import email.policy
 import io
 import re
+from email.parser import BytesParser
 
 import httpx2 as httpx
 import numpy as np
@@ -86,6 +88,41 @@ def test_speech_and_noise_add_up_to_the_upload(client):
     noise, _ = read(client.post("/api/separate?stem=noise", files=upload))
     original, _ = sf.read(io.BytesIO(upload["file"][1]), dtype="float32", always_2d=True)
     np.testing.assert_allclose(speech + noise, original, atol=1e-6)
+
+
+def test_dry_mixes_the_upload_back_into_the_speech(client):
+    upload = {"file": ("talk.wav", audio_bytes(1.0, 16000, subtype="FLOAT"), "audio/wav")}
+    original, _ = sf.read(io.BytesIO(upload["file"][1]), dtype="float32", always_2d=True)
+    wet, _ = read(client.post("/api/separate", files=upload))
+    blended, _ = read(client.post("/api/separate?dry=0.3", files=upload))
+    np.testing.assert_allclose(blended, 0.7 * wet + 0.3 * original, atol=1e-6)
+    r = client.post("/api/separate?dry=1.5", files=upload)
+    assert r.status_code == 422 and "'dry'" in r.json()["detail"]
+
+
+def parts_of(response) -> dict[str, tuple[str, str, bytes]]:
+    """name: (file name, media type, bytes) of each part of a multipart/form-data answer (read by the email parser)."""
+    head = f"Content-Type: {response.headers['content-type']}\r\n\r\n".encode()
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(head + response.content)
+    return {part.get_param("name", header="content-disposition"):
+            (part.get_filename(), part.get_content_type(), part.get_payload(decode=True)) for part in message.iter_parts()}
+
+
+def test_one_upload_brings_speech_noise_and_spectrogram_back_as_parts(client, app):
+    upload = {"file": ("talk.flac", audio_bytes(1.5, 16000, fmt="FLAC"), "audio/flac")}
+    r = client.post("/api/separate?format=wav", files=upload, headers={"Accept": "multipart/form-data"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("multipart/form-data; boundary=") and r.headers["x-sample-rate"] == "16000"
+    parts = parts_of(r)
+    assert list(parts) == ["speech", "noise", "spectrogram"]
+    assert parts["speech"][:2] == ("talk_clean.wav", "audio/wav") and parts["noise"][:2] == ("talk_noise.wav", "audio/wav")
+    assert parts["spectrogram"][1] == "image/png" and parts["spectrogram"][2].startswith(b"\x89PNG")
+    speech, noise = (sf.read(io.BytesIO(parts[name][2]), dtype="float32")[0] for name in ("speech", "noise"))
+    alone, _ = sf.read(io.BytesIO(client.post("/api/separate?format=wav", files=upload).content), dtype="float32")
+    original, _ = sf.read(io.BytesIO(upload["file"][1]), dtype="float32")
+    np.testing.assert_array_equal(speech, alone)  # the same speech as the audio-only answer
+    np.testing.assert_allclose(speech + noise, original, atol=1e-4)  # 16-bit files: one step of rounding each
+    assert_scratch_empty(app)
 
 
 def test_bad_uploads_get_4xx_naming_the_problem_and_the_server_goes_on(client, app):

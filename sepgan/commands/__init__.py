@@ -5,8 +5,13 @@ Training has its own Hydra entry point, `python -m sepgan.train`; every other co
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import sys
+from pathlib import Path
+
+import sepgan
 
 # command -> module with a `main(argv) -> int | None`
 COMMANDS = {
@@ -18,13 +23,41 @@ COMMANDS = {
 }
 
 
+def summary(module: str) -> str:
+    """What a command does: its module docstring's first line after the "`usage`: " part.
+
+    Read from the source without importing it, so `sepgan --help` does not load torch.
+    """
+    source = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+    first = (ast.get_docstring(ast.parse(source)) or "").splitlines()[0]
+    return first.split(": ", 1)[-1].rstrip(".")
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {summary(module)}" for name, module in sorted(COMMANDS.items())]
+    return "\n".join([
+        "usage: sepgan <command> [options]", "",
+        "Remove noise from speech with U-Nets on STFT spectrograms.", "",
+        "commands:", *lines, "",
+        "training (Hydra):",
+        "  python -m sepgan.train experiment=NAME [key=value ...]   (--help for the config groups)", "",
+        "`sepgan <command> -h` shows a command's options; `sepgan --version` the version.",
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        names = ", ".join(sorted(COMMANDS))
-        print(f"usage: sepgan <command> [options]   (commands: {names}; `sepgan <command> -h` for help)\n"
-              f"training: python -m sepgan.train +experiment=NAME", file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv and argv[0] in ("-V", "--version"):
+        print(f"sepgan {sepgan.__version__}")
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        problem = f"unknown command '{argv[0]}'" if argv else "no command given"
+        print(f"{usage()}\n\nsepgan: error: {problem}", file=sys.stderr)
+        return 2
     module = importlib.import_module(COMMANDS[argv[0]])
     code = module.main(argv[1:])
     return code if isinstance(code, int) else 0

@@ -29,7 +29,9 @@ from sepgan.metrics import METRICS
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sepgan evaluate", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    parser.add_argument("--checkpoint", help="a sepgan checkpoint (default: the shipped model)")
+    parser.add_argument("--checkpoint", help="a sepgan .ckpt, or an .onnx from `sepgan export-onnx` "
+                                             "(default: the shipped model)")
+    parser.add_argument("--device", default="cpu", help="torch device for a .ckpt, e.g. cuda (default: cpu)")
     source = parser.add_argument_group("examples (a folder pair, or --data)")
     source.add_argument("--noisy-dir", type=Path, help="folder of noisy recordings")
     source.add_argument("--clean-dir", type=Path, help="folder of the clean recordings, same file names")
@@ -69,14 +71,17 @@ def _print_notes(report: Report) -> None:
 
 
 def run(args: argparse.Namespace) -> Report:
-    from sepgan.models import load_separator
+    from sepgan.inference.backends import load_backend
+    from sepgan.inference.chunked import ChunkedSeparator
     from sepgan.pretrained import default_checkpoint
 
     separator = frontend = None
     checkpoint = None
     if "model" in args.methods or any(m.startswith("oracle_") for m in args.methods) or args.checkpoint:
         checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
-        separator = load_separator(checkpoint)
+        # In chunks as `sepgan separate` runs it: the model's memory does not grow with the file, and
+        # the result is the whole-file one (the chunking is exact).
+        separator = ChunkedSeparator(load_backend(checkpoint, device=args.device))
         frontend = separator.frontend
     if frontend is None:  # noisy input and spectral gating only: no model needed, 16 kHz
         from sepgan.audio import FrontEnd

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from sepgan.audio import AUDIO_EXTENSIONS, AudioError, audio_info, find_audio_files
 from sepgan.inference.backends import load_backend
 from sepgan.pretrained import default_checkpoint
-from sepgan.inference.chunked import ChunkedSeparator
+from sepgan.inference.chunked import ChunkedSeparator, check_dry
 from sepgan.inference.files import FORMATS, OutputFormat, separate_file
 
 NOISE_SUFFIX = "_noise"
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: the shipped model)")
     p.add_argument("--backend", choices=["torch", "onnx"], help="default: onnx for .onnx files, else torch")
     p.add_argument("--save-noise", action="store_true", help=f"also write the removed part as NAME{NOISE_SUFFIX}.EXT")
+    p.add_argument("--dry", type=float, default=0.0, help="share of the input mixed back into the speech, "
+                                                          "0 to 1 (default 0: fully cleaned; 1: the input unchanged)")
     p.add_argument("--mono", action="store_true", help="mix channels down first (default: each channel on its own)")
     p.add_argument("--format", choices=sorted(FORMATS), help="output format (default: the input's)")
     p.add_argument("--subtype", help="sample format, e.g. PCM_16, PCM_24, FLOAT (default: the input's)")
@@ -95,12 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (torch backend)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--speakers", type=int, default=1, help="separate N voices into NAME_speaker1.EXT ... "
+                                                           "(a speaker model: +experiment=two_speakers)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.speakers != 1:
+        from sepgan.inference.speakers import main_speakers
+
+        return main_speakers(args)
     try:
+        check_dry(args.dry)
         skipped: dict[Path, str] = {}
         jobs = plan_jobs(args.inputs, args.outdir, args.save_noise, args.format, skipped)
         if args.threads:
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 out = OutputFormat.for_input(audio_info(job.source), args.format, args.subtype, args.sample_rate)
                 result = separate_file(engine, job.source, job.speech, job.noise, mono=args.mono, out=out,
-                                       overwrite=args.overwrite, progress=bar.update)
+                                       overwrite=args.overwrite, dry=args.dry, progress=bar.update)
             except (AudioError, FileExistsError, ValueError, OSError) as err:
                 failed.append(job.source)
                 bar.write(f"error: {job.source}: {err}", file=sys.stderr)

@@ -1,10 +1,11 @@
-"""Training entry point: `python -m sepgan.train +experiment=NAME [key=value ...]`.
+"""Training entry point: `python -m sepgan.train experiment=NAME [key=value ...]` (or `+experiment=NAME`).
 
 Hydra composes `conf/train.yaml` with the chosen groups and overrides; `stage` picks what runs:
 `generator` (default), `discriminator`, `adversarial` (these two need `init_from=CHECKPOINT`), or
 `gan` (all three in order), or `validate` (a generator checkpoint `init_from=CHECKPOINT` on the
-validation set). Each run gets its own folder and ends with a summary of the validation figures
-each stage reached; the last stage's validation SI-SDRi is what sweepers maximise.
+validation set). With `test_after_training=true` the checkpoint the run hands on is then scored on
+the test split. Each run gets its own folder and ends with a summary of the figures each stage
+reached; the `optimized_metric` of the last stage that reports it is what sweepers maximise.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from sepgan.training import stages
+from sepgan.training.config import accept_appended_groups
 from sepgan.training.distributed import check_strategy, starts_rank_processes
 
 log = logging.getLogger("sepgan.train")
@@ -44,14 +46,21 @@ def run(cfg: DictConfig) -> list[stages.StageResult]:
         raise ValueError(f"stage must be one of {', '.join(runners)}; got '{stage}'")
     results = runners[stage](cfg)
     results = results if isinstance(results, list) else [results]
-    if rank_zero_only.rank == 0:  # under DDP every rank runs this; one writes
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this; one tests and writes
+        if cfg.get("test_after_training") and not any(r.failure for r in results):  # a failed stage hands nothing on
+            results.append(stages.run_test(cfg, results[-1].checkpoint))
         Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(stages.as_dict(results), indent=2))
     return results
 
 
-def objective(results: list[dict]) -> float | None:
-    """What a sweeper maximises: the validation SI-SDRi of the last stage."""
-    return results[-1]["metrics"].get("val/si_sdri")
+def objective(results: list[dict], metric: str) -> float:
+    """What a sweeper optimises: `metric` (`optimized_metric`) of the last stage that reports it."""
+    for result in reversed(results):
+        if metric in result["metrics"]:
+            return result["metrics"][metric]
+    known = sorted({name for result in results for name in result["metrics"]})
+    raise KeyError(f"optimized_metric={metric} is not among the run's figures ({', '.join(known)})"
+                   + ("; test/ figures need test_after_training=true" if metric.startswith("test/") else ""))
 
 
 def run_job_on_its_own(cfg: DictConfig) -> float | None:
@@ -75,7 +84,7 @@ def run_job_on_its_own(cfg: DictConfig) -> float | None:
     if code != 0:
         raise RuntimeError(f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed with exit "
                            f"code {code}; see {output_dir}/train.log")
-    return objective(json.loads(Path(output_dir, "results.json").read_text()))
+    return objective(json.loads(Path(output_dir, "results.json").read_text()), cfg.optimized_metric)
 
 
 def group_by_sweep(cfg: DictConfig) -> None:
@@ -87,20 +96,35 @@ def group_by_sweep(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+def train(cfg: DictConfig) -> float | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:
         group_by_sweep(cfg)
         if starts_rank_processes(cfg.trainer):
             check_strategy(cfg.trainer)
             return run_job_on_its_own(cfg)
     results = run(cfg)
-    if rank_zero_only.rank == 0:
-        print("\n" + stages.summary(results) + f"\nrun folder: {cfg.paths.output_dir}", flush=True)
-    if any(r.failure for r in results):  # training went non-finite: no model came out of it
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+    failed = any(r.failure for r in results)  # training went non-finite: no model came out of it
+    if rank_zero_only.rank != 0:
+        return None
+    print("\n" + stages.summary(results) + f"\nrun folder: {cfg.paths.output_dir}", flush=True)
+    if failed:
+        if multirun:
             return float("nan")  # a sweeper records the trial as failed and goes on with the others
         sys.exit(1)
-    return objective(stages.as_dict(results))
+    try:
+        return objective(stages.as_dict(results), cfg.optimized_metric)
+    except KeyError as err:
+        if multirun:  # a sweep without its objective is a broken sweep
+            raise
+        log.warning("%s", err.args[0])  # a single run: the training itself went well
+        return None
+
+
+def main() -> float | None:
+    """`python -m sepgan.train`: the Hydra application, with `+experiment=NAME` read as `experiment=NAME`."""
+    sys.argv[1:] = accept_appended_groups(sys.argv[1:])
+    return train()
 
 
 if __name__ == "__main__":

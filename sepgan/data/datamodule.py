@@ -1,7 +1,8 @@
 """Datasets of mixtures made on the fly, and the LightningDataModule that serves them.
 
-Training examples are new every time (random speech, noise class, excerpt, SNR and gain);
-validation and test examples are fixed by seed, so every epoch and every run sees the same ones.
+Training examples are new every time (random speech, noise class, excerpt, SNR and gain) unless
+`train_seed` fixes them (debug=overfit); validation and test examples are fixed by seed, so every
+epoch and every run sees the same ones.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class SeparationDataModule(pl.LightningDataModule):
         val_examples: int = 64,
         test_examples: int = 64,
         seed: int = 0,
+        train_seed: int | None = None,
         synthetic_speakers: int = 60,
         synthetic_utterances: int = 3,
         synthetic_noise_recordings: int = 24,
@@ -174,7 +176,7 @@ class SeparationDataModule(pl.LightningDataModule):
         h = self.hparams
         self.build_corpora()
         lengths = {"train": h.train_examples, "val": h.val_examples, "test": h.test_examples}
-        seeds = {"train": None, "val": h.seed + 1, "test": h.seed + 2}
+        seeds = {"train": h.train_seed, "val": h.seed + 1, "test": h.seed + 2}
         for name in SPLITS:
             speech, noise = self.corpora[name]
             # Decode everything once in this process, before data-loader workers fork and share it.

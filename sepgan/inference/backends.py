@@ -57,7 +57,7 @@ def receptive_field(model: Separator, frames: int = 128) -> int:
             centre = frames // 2 // factor * factor
             x = torch.randn(1, fe.channels, fe.n_freq, frames, generator=generator).to(device).requires_grad_()
             with torch.enable_grad():
-                speech, _ = model.separate_features(x)
+                speech = model.separate_features(x)[0]  # speech, or the first of several voices
                 (grad,) = torch.autograd.grad(speech[..., centre:centre + factor].abs().sum(), x)
             reached = torch.nonzero(grad.abs().sum(dim=(0, 1, 2)).cpu()).flatten()
             first, last = int(reached.min()), int(reached.max())
@@ -147,4 +147,8 @@ def load_backend(path: str | Path, backend: str | None = None, device: str = "cp
         raise ValueError(f"unknown backend '{kind}'; choose torch or onnx")
     if path.suffix.lower() == ".onnx":
         raise ValueError(f"'{path}' is an ONNX model: use --backend onnx (or no --backend)")
-    return TorchBackend(load_separator(path), device)
+    model = load_separator(path)
+    if not isinstance(model, Separator):  # a separator of voices: its outputs are not speech and noise
+        raise ValueError(f"'{path}' separates {model.sources} speakers; use `sepgan separate --speakers "
+                         f"{model.sources}` (speech commands need a speech-versus-noise model)")
+    return TorchBackend(model, device)

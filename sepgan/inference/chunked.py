@@ -105,13 +105,13 @@ class ChunkedSeparator:
                     break
                 windows = np.stack([buffer[:, j * core - start:j * core - start + window] for j in ready])
                 for j, speech in zip(ready, self._speech(windows, scale)):
-                    yield speech[:, 0 if j == 0 else context:context + core]
+                    yield speech[..., 0 if j == 0 else context:context + core]
                 nxt = ready[-1] + 1
                 buffer, start = buffer[:, nxt * core - start:], nxt * core
         if start + buffer.shape[1] != total:
             raise AudioError(f"expected {total} samples, got {start + buffer.shape[1]}; did the file change?")
         tail = buffer[:, last * core - start:]
-        yield self._speech(tail[None], scale)[0][:, 0 if last == 0 else context:]
+        yield self._speech(tail[None], scale)[0][..., 0 if last == 0 else context:]
 
     def separate(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None) -> np.ndarray:
         """Speech of in-memory audio (channels, samples) or (samples,) at `sample_rate` (default: the model's).
@@ -129,6 +129,19 @@ class ChunkedSeparator:
         scale, total = level(model_rate)
         speech = resampled(self.stream(model_rate, total, scale), self.sample_rate, rate, len(signal))
         return np.concatenate(list(fit_length(speech, signal.shape[-1])), axis=1).reshape(wav.shape)
+
+
+def check_dry(dry: float) -> float:
+    """`dry` as a float, or a ValueError: it must lie in [0, 1]."""
+    dry = float(dry)
+    if not 0.0 <= dry <= 1.0:  # also refuses NaN
+        raise ValueError(f"dry must be between 0 (fully cleaned) and 1 (the input unchanged), got {dry}")
+    return dry
+
+
+def with_dry(speech: np.ndarray, mixture: np.ndarray, dry: float) -> np.ndarray:
+    """The speech estimate with a share `dry` of the input mixed back in (0: the estimate, 1: the input, exactly)."""
+    return speech if dry == 0 else np.float32(1 - dry) * speech + np.float32(dry) * mixture
 
 
 def level(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from sepgan.atomic import AtomicFile
 from sepgan.audio import AudioError, audio_info
-from sepgan.inference.chunked import ChunkedSeparator, fit_length, level, resampled
+from sepgan.inference.chunked import ChunkedSeparator, check_dry, fit_length, level, resampled, with_dry
 
 # Output formats by name (`--format`); libsndfile's name for each.
 FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aiff": "AIFF"}
@@ -104,15 +104,17 @@ class _AudioWriter:
 
 def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str | Path,
                   noise_path: str | Path | None = None, *, mono: bool = False, out: OutputFormat | None = None,
-                  overwrite: bool = False, block_seconds: float = 1.0,
+                  overwrite: bool = False, dry: float = 0.0, block_seconds: float = 1.0,
                   progress: Callable[[float], None] | None = None) -> dict:
     """Clean one file into `speech_path` (and the removed part into `noise_path`), streaming.
 
     The file is read in blocks: once for its level, once to separate, and once more to subtract
-    when the noise is written (each pass streams, so memory stays flat). The noise is the input
-    minus the speech at the output rate, so the two add up to the input (what the model removed,
-    including anything above the model's band). Returns a summary (seconds, clipped samples).
+    when the noise is written or the input mixed back in (each pass streams, so memory stays flat).
+    The noise is the input minus the speech at the output rate, so the two add up to the input
+    (what the model removed, including anything above the model's band). `dry` (0 to 1) mixes that share of the input back
+    into the speech (and takes it out of the noise). Returns a summary (seconds, clipped samples).
     """
+    dry = check_dry(dry)
     source = Path(source)
     info = audio_info(source)
     out = out or OutputFormat.for_input(info)
@@ -141,10 +143,12 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
     clipped = 0
     try:
         for s in speech:
+            m = mixture.take(s.shape[1]) if dry or noise_path is not None else None
+            s = with_dry(s, m, dry)
             clipped += int(np.count_nonzero(np.abs(s) > 1.0)) if out.subtype not in ("FLOAT", "DOUBLE") else 0
             writers[0].write(s)
             if noise_path is not None:
-                writers[1].write(mixture.take(s.shape[1]) - s)
+                writers[1].write(m - s)
         for w in writers:
             w.commit()
     except BaseException:

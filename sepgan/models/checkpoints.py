@@ -13,6 +13,7 @@ from torch import nn
 
 from sepgan.models.discriminator import Discriminator
 from sepgan.models.separator import Separator
+from sepgan.models.speakers import SpeakerSeparator
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -29,21 +30,23 @@ def _load(path, cls: type[nn.Module], name: str, map_location) -> nn.Module:
     checkpoint = read_checkpoint(path, map_location)
     if f"{name}_config" not in checkpoint:
         raise ValueError(f"'{path}' is not a sepgan checkpoint with a {name} (it has no {name}_config)")
+    if cls is Separator and "sources" in checkpoint[f"{name}_config"]:
+        cls = SpeakerSeparator  # a separator of several voices
     module = cls(**checkpoint[f"{name}_config"])
     prefix = f"{name}."
     module.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
     return module.eval()
 
 
-def save_separator(separator: Separator, path: str | Path) -> None:
+def save_separator(separator: Separator | SpeakerSeparator, path: str | Path) -> None:
     """A checkpoint with the separator alone (no optimizer or training state), e.g. to ship a model."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     state = {f"separator.{k}": v.detach().cpu() for k, v in separator.state_dict().items()}
     torch.save({"state_dict": state, "separator_config": separator.config}, path)
 
 
-def load_separator(path: str | Path, map_location: str | torch.device = "cpu") -> Separator:
-    """A trained separator (generator) from a checkpoint of any stage, in eval mode."""
+def load_separator(path: str | Path, map_location: str | torch.device = "cpu") -> Separator | SpeakerSeparator:
+    """A trained separator (generator) from a checkpoint of any stage, in eval mode; a `SpeakerSeparator` for voices."""
     return _load(path, Separator, "separator", map_location)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import shutil
 import threading
+import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,7 @@ ACCEPTED = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audi
             "audio/flac": "flac", "audio/x-flac": "flac", "audio/ogg": "ogg", "audio/aiff": "aiff",
             "audio/x-aiff": "aiff"}
 FORM_OVERHEAD = 64 * 1024  # multipart headers around the file(s), allowed on top of the limit
+PARTS = "multipart/form-data"  # Accept of /api/separate for speech, noise and spectrogram in one answer
 _plot_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
 
 router = APIRouter()
@@ -56,6 +58,24 @@ def _format_from_accept(accept: str | None) -> str | None:
             return None
     raise HTTPException(406, f"cannot answer with any of '{accept}'; this endpoint returns "
                              f"{', '.join(sorted(set(ACCEPTED)))} (or use ?format=)")
+
+
+def _accepts_parts(accept: str | None) -> bool:
+    """Whether an Accept header names multipart/form-data."""
+    return any(part.split(";")[0].strip().lower() == PARTS for part in (accept or "").split(","))
+
+
+def _multipart(parts: list[tuple[str, str, str, bytes]], **headers) -> Response:
+    """A multipart/form-data response of (name, file name, media type, bytes) parts, which a browser's
+    `Response.formData()` turns into files."""
+    boundary = uuid.uuid4().hex
+    body = []
+    for name, filename, media_type, data in parts:
+        filename = filename.replace('"', "%22").replace("\r", "").replace("\n", "")
+        body += [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                 f"Content-Type: {media_type}\r\n\r\n".encode(), data, b"\r\n"]
+    body.append(f"--{boundary}--\r\n".encode())
+    return Response(b"".join(body), media_type=f"{PARTS}; boundary={boundary}", headers=headers)
 
 
 def _readable_validation_error(exc: RequestValidationError) -> str:
@@ -95,16 +115,22 @@ async def noise_options(svc: Service = Depends(service)):
 
 @router.post("/api/separate", summary="Clean speech (or the removed noise) of an uploaded audio file",
              response_class=FileResponse,
-             responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()},
-                              "description": "the cleaned audio, same length and rate as the upload"}})
+             responses={200: {"content": {**{t: {} for t in MEDIA_TYPES.values()}, PARTS: {}},
+                              "description": "the cleaned audio, same length and rate as the upload; with "
+                                             f"`Accept: {PARTS}` three parts in one answer: `speech`, `noise` "
+                                             "(the two add up to the upload) and `spectrogram` (a PNG of the "
+                                             "upload, the speech and the noise)"}})
 async def separate(request: Request, file: UploadFile = File(..., description="audio: wav, flac, ogg or aiff"),
                    format: Literal["wav", "flac", "ogg", "aiff"] | None = Query(
                        None, description="output format (default: from Accept, else the upload's)"),
                    stem: Literal["speech", "noise"] = Query("speech", description="what to return"),
                    sample_rate: int | None = Query(None, gt=0, le=384000, description="output rate (default: the upload's)"),
                    mono: bool = Query(False, description="mix channels down first"),
+                   dry: float = Query(0.0, ge=0, le=1, description="share of the input mixed back into the speech "
+                                                                   "(0: fully cleaned, 1: the input unchanged)"),
                    svc: Service = Depends(service)):
-    fmt = format or _format_from_accept(request.headers.get("accept"))
+    parts = _accepts_parts(request.headers.get("accept"))
+    fmt = format or (None if parts else _format_from_accept(request.headers.get("accept")))
     folder = svc.request_folder()
 
     async def work():
@@ -112,8 +138,10 @@ async def separate(request: Request, file: UploadFile = File(..., description="a
         name_out = fmt or LIBSNDFILE_TO_NAME.get(info.format, "wav")  # other formats come back as wav
         out = OutputFormat.for_input(info, name_out, None, sample_rate)
         speech, noise = folder / f"speech.{name_out}", folder / f"noise.{name_out}"
-        await svc.pool.run(separate_file, svc.engine, source, speech, noise if stem == "noise" else None,
-                           mono=mono, out=out)
+        await svc.pool.run(separate_file, svc.engine, source, speech, noise if stem == "noise" or parts else None,
+                           mono=mono, out=out, dry=dry)
+        if parts:
+            return await _every_part(svc, folder, source, Path(name).stem, speech, noise, name_out, out.sample_rate)
         result = noise if stem == "noise" else speech
         suffix = "clean" if stem == "speech" else "noise"
         return svc.audio_response(result, folder, f"{Path(name).stem}_{suffix}.{name_out}", name_out,
@@ -158,6 +186,21 @@ def _spectrogram_png(paths: list[tuple[str, Path]], sample_rate: int) -> bytes:
         fig.savefig(png, format="png", dpi=80, bbox_inches="tight")
         plt.close(fig)
     return png.getvalue()
+
+
+async def _every_part(svc: Service, folder: Path, source: Path, stem: str, speech: Path, noise: Path, fmt: str,
+                      sample_rate: int) -> Response:
+    """Speech, noise and their spectrogram picture as one multipart answer; the request's folder is removed."""
+    try:
+        panels = [("input", source), ("cleaned speech", speech), ("removed noise", noise)]
+        png = await svc.pool.run(_spectrogram_png, panels, svc.engine.sample_rate)
+        media = MEDIA_TYPES.get(fmt, "application/octet-stream")
+        return _multipart([("speech", f"{stem}_clean.{fmt}", media, speech.read_bytes()),
+                           ("noise", f"{stem}_noise.{fmt}", media, noise.read_bytes()),
+                           ("spectrogram", f"{stem}_spectrogram.png", "image/png", png)],
+                          **{"X-Sample-Rate": str(sample_rate)})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @router.post("/api/spectrogram", summary="Spectrograms of one or two uploads, side by side, as a PNG",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -26,10 +27,30 @@ OmegaConf.register_new_resolver("mixed_precision", mixed_precision, replace=True
 OmegaConf.register_new_resolver("sqlite_url", sqlite_url, replace=True)
 
 
+@cache
+def optional_groups() -> frozenset[str]:
+    """The config groups `train.yaml` lists without a choice (`experiment: null`, `debug: null`, ...)."""
+    defaults = OmegaConf.load(CONF_DIR / "train.yaml").defaults
+    return frozenset(group for entry in defaults if isinstance(entry, DictConfig)
+                     for group, choice in entry.items() if choice is None)
+
+
+def accept_appended_groups(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """`+experiment=gan` read as `experiment=gan`, for every group of `optional_groups()`.
+
+    Hydra 1.3 refuses to append (`+`) a group that the defaults list already names, even with a null
+    choice ("Multiple values for experiment"), and without the entry it refuses `experiment=gan`
+    ("Could not override 'experiment'"). sepgan's experiments were chosen with `+experiment=NAME`
+    before the entry existed; both spellings mean the same, so the `+` is dropped before Hydra reads it.
+    """
+    groups = optional_groups()
+    return [o.lstrip("+") if o.lstrip("+").partition("=")[0] in groups else o for o in overrides]
+
+
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """The training config with `overrides`, as `python -m sepgan.train` would compose it."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+        return compose(config_name="train", overrides=accept_appended_groups(overrides))
 
 
 def build_separator(cfg: DictConfig):

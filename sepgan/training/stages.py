@@ -4,7 +4,9 @@
 - `discriminator`: the generator frozen, a discriminator learns real versus estimated speech;
 - `adversarial`: both trained together, guarded against making the generator worse;
 - `gan`: the three in order, each in its own sub-folder of the run, handing checkpoints on;
-- `validate`: a generator checkpoint on the validation set.
+- `validate`: a generator checkpoint on the validation set;
+- `test` (after any of them with `test_after_training=true`): the checkpoint handed on, scored on
+  mixtures of the test split as `sepgan evaluate --data` scores it.
 
 Each stage returns a `StageResult` with its figures and the checkpoint it hands on.
 """
@@ -25,11 +27,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sepgan.training.config import build_separator
 from sepgan.data import SeparationDataModule
 from sepgan.training.distributed import strategy_with_unused_parameters
-from sepgan.models import Separator, load_discriminator, load_separator
+from sepgan.models import Separator, SpeakerSeparator, load_discriminator, load_separator
 from sepgan.training.systems.adversarial import AdversarialGuard, AdversarialSystem
 from sepgan.training.systems.discriminator import DiscriminatorSystem
 from sepgan.training.systems.finite import NonFiniteError
 from sepgan.training.systems.generator import GeneratorSystem
+from sepgan.training.systems.speakers import SpeakerAdversarialSystem, SpeakerDiscriminatorSystem, SpeakersSystem
 
 log = logging.getLogger("sepgan")
 
@@ -137,6 +140,13 @@ def save_config(cfg: DictConfig) -> None:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
+def _final_checkpoint(cfg: DictConfig, trainer: pl.Trainer) -> str:
+    """Save the weights as they are now to `<stage folder>/checkpoints/final.ckpt`, and return its path."""
+    final = str(Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt")
+    trainer.save_checkpoint(final, weights_only=False)
+    return final
+
+
 def _finish(trainer: pl.Trainer, system: pl.LightningModule, datamodule, stage: str, started: float,
             checkpoint: str | None) -> StageResult:
     """Validate if the last step was not validated, and collect the stage's figures."""
@@ -167,6 +177,17 @@ def _require(path: str | None, stage: str) -> str:
     return path
 
 
+def _generator_system(separator, loss, optim) -> GeneratorSystem:
+    """The stage-1 system for a separator: speech versus noise, or several voices (trained by PIT)."""
+    cls = _for_voices(separator, GeneratorSystem, SpeakersSystem)
+    return cls(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
+
+
+def _for_voices(separator, speech_cls: type, voices_cls: type) -> type:
+    """The system class for a separator: speech versus noise, or several voices."""
+    return voices_cls if isinstance(separator, SpeakerSeparator) else speech_cls
+
+
 # ---- stages ------------------------------------------------------------------------------------
 
 
@@ -185,8 +206,7 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
     if not loss.weights:
         raise ValueError("generator pretraining needs a reconstruction term in loss.weights "
                          f"(one of {list(loss.TERMS)}); adversarial weights act only in the adversarial stage")
-    optim = instantiate(cfg.optim)
-    system = GeneratorSystem(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
+    system = _generator_system(separator, loss, instantiate(cfg.optim))
     trainer = build_trainer(cfg, "generator")
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg))
@@ -194,6 +214,10 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
         result = _finish(trainer, system, datamodule, "generator", started, best or None)
     except NonFiniteError as err:
         return _failed(trainer, "generator", started, err)
+    # Without a best checkpoint (fast_dev_run saves none; enable_checkpointing=false) the final
+    # weights are handed on, so the next stage and test_after_training still have a generator.
+    # Saved only now, after `_finish` has checked the last validation.
+    result.checkpoint = result.checkpoint or _final_checkpoint(cfg, trainer)
     if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None:
         result.metrics["best_val/si_sdri"] = float(trainer.checkpoint_callback.best_model_score)
     return result
@@ -203,26 +227,30 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
                       datamodule: SeparationDataModule | None = None) -> StageResult:
     """Stage 2: the generator frozen, the discriminator trained for `gan.steps.discriminator` steps."""
     cfg = copy.deepcopy(cfg)
-    with open_dict(cfg):  # checkpoints by discriminator accuracy; no generator audio to log
-        cfg.callbacks.model_checkpoint.monitor = "val/disc/accuracy"
-        cfg.callbacks.validation_examples = None
+    callbacks = cfg.get("callbacks") or {}
+    with open_dict(cfg):  # checkpoints (and early stopping) by discriminator accuracy; no generator audio to log
+        for callback in callbacks.values():
+            if callback is not None and "monitor" in callback:
+                callback.monitor, callback.mode = "val/disc/accuracy", "max"
+        if "validation_examples" in callbacks:
+            callbacks.validation_examples = None
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
-    separator = load_separator(_require(generator_checkpoint or cfg.get("init_from"), "discriminator"))
+    checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "discriminator")
+    separator = load_separator(checkpoint)
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
-    system = DiscriminatorSystem(separator, discriminator, cfg.gan.objective,
-                                 instantiate(cfg.gan.discriminator_optimizer))
+    system = _for_voices(separator, DiscriminatorSystem, SpeakerDiscriminatorSystem)(
+        separator, discriminator, cfg.gan.objective, instantiate(cfg.gan.discriminator_optimizer))
     trainer = build_trainer(cfg, "discriminator", max_steps=cfg.gan.steps.discriminator, max_epochs=-1,
                             check_val_every_n_epoch=None, val_check_interval=cfg.gan.val_check_steps)
-    final = str(Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt")
     try:
         trainer.fit(system, datamodule=datamodule)
-        result = _finish(trainer, system, datamodule, "discriminator", started, final)
+        result = _finish(trainer, system, datamodule, "discriminator", started, None)
     except NonFiniteError as err:
         return _failed(trainer, "discriminator", started, err)
-    trainer.save_checkpoint(final, weights_only=False)
+    result.checkpoint = _final_checkpoint(cfg, trainer)  # only once the last validation was found finite
     return result
 
 
@@ -232,7 +260,8 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg)
-    separator = load_separator(_require(generator_checkpoint or cfg.get("init_from"), "adversarial"))
+    checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "adversarial")
+    separator = load_separator(checkpoint)
     separator.train()
     datamodule = datamodule or build_datamodule(cfg, separator)
     discriminator_checkpoint = discriminator_checkpoint or cfg.get("discriminator_from")
@@ -242,9 +271,9 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
         log.info("adversarial stage: no discriminator checkpoint given, starting from a fresh discriminator")
         discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
     gan = cfg.gan
-    system = AdversarialSystem(separator, build_loss(cfg), instantiate(gan.generator_optimizer), discriminator,
-                               gan.objective, instantiate(gan.discriminator_optimizer), gan.disc_steps,
-                               gradient_clip=cfg.trainer.get("gradient_clip_val"))
+    system = _for_voices(separator, AdversarialSystem, SpeakerAdversarialSystem)(
+        separator, build_loss(cfg), instantiate(gan.generator_optimizer), discriminator, gan.objective,
+        instantiate(gan.discriminator_optimizer), gan.disc_steps, gradient_clip=cfg.trainer.get("gradient_clip_val"))
     try:
         baseline = validation_si_sdri(cfg, system, datamodule)  # the pretrained generator: the guard's baseline
     except NonFiniteError as err:
@@ -279,13 +308,39 @@ def run_validation(cfg: DictConfig) -> StageResult:
     checkpoint = _require(cfg.get("init_from"), "validate")
     separator = load_separator(checkpoint)
     datamodule = build_datamodule(cfg, separator)
-    system = GeneratorSystem(separator, build_loss(cfg), optimizer=instantiate(cfg.optim).optimizer)
+    system = _generator_system(separator, build_loss(cfg), instantiate(cfg.optim))
     try:
         metrics = build_trainer(cfg, "validate").validate(system, datamodule=datamodule, verbose=False)[0]
     except NonFiniteError as err:
         return _failed(None, "validate", started, err)
     return StageResult("validate", 0, time.perf_counter() - started, checkpoint,
                        {k: float(v) for k, v in metrics.items() if k.startswith("val/")})
+
+
+def run_test(cfg: DictConfig, checkpoint: str) -> StageResult:
+    """Score `checkpoint` on the first `test.examples` mixtures of the run's test split (as `sepgan evaluate --data`).
+
+    The methods (`test.methods`: the model and the noisy input by default) and measures
+    (`test.metrics`) are the config's; per-file scores, the summary and a table go to
+    `<run folder>/test/`. The figures are means over the mixtures: `test/<metric>` for the model,
+    `test/<method>/<metric>` for the others (e.g. `test/noisy/stoi`).
+    """
+    from sepgan.evaluation import ConfigMixtures, evaluate  # scoring libraries: imported only when asked for
+
+    started = time.perf_counter()
+    separator = load_separator(checkpoint)
+    test = cfg.test
+    examples = ConfigMixtures(data=cfg.data, sample_rate=separator.frontend.sample_rate, split="test",
+                              count=test.examples)
+    report = evaluate(examples, separator, test.methods, test.metrics, progress=False,
+                      info={"checkpoint": checkpoint, "split": "test", "examples": test.examples})
+    folder = Path(cfg.paths.output_dir) / "test"
+    report.write(folder, overwrite=True)
+    metrics = {("test/" if method == "model" else f"test/{method}/") + metric: stats["mean"]
+               for method, scores in report.summary()["methods"].items() for metric, stats in scores.items()}
+    notes = [f"{len(report.files)} mixtures of the test split; per file: {folder / 'per_file.csv'}"]
+    notes += [f"skipped {name}: {why}" for name, why in report.skipped.items()]
+    return StageResult("test", 0, time.perf_counter() - started, checkpoint, metrics, notes)
 
 
 def stage_config(cfg: DictConfig, index: int, stage: str) -> DictConfig:
@@ -311,12 +366,31 @@ def run_gan(cfg: DictConfig) -> list[StageResult]:
     return [generator, discriminator, adversarial]
 
 
+def _test_line(result: StageResult) -> str:
+    """`test  SI-SDR 9.10 dB (noisy input 1.19 dB), SI-SDRi 7.91 dB, STOI 0.871 (noisy input 0.802)`."""
+    from sepgan.evaluation import LABELS, METRIC_LABELS
+
+    def text(metric: str, number: float) -> str:
+        return f"{number:.3f}" if metric in ("stoi", "estoi") else f"{number:.2f}" + (" dB" if metric != "pesq" else "")
+
+    parts = []
+    for metric in (key.removeprefix("test/") for key in result.metrics if key.count("/") == 1):
+        references = [f"{LABELS[m]} {text(metric, result.metrics[f'test/{m}/{metric}'])}" for m in LABELS
+                      if f"test/{m}/{metric}" in result.metrics and metric != "si_sdri"]  # SI-SDRi of the input is 0
+        parts.append(f"{METRIC_LABELS[metric]} {text(metric, result.metrics['test/' + metric])}"
+                     + (f" ({', '.join(references)})" if references else ""))
+    return f"{'test':<14} " + ", ".join(parts)
+
+
 def summary(results: list[StageResult]) -> str:
-    """A table of every stage's figures, and any warning, for the end of a run."""
+    """A table of every stage's figures, then the test figures and any warning, for the end of a run."""
     lines = [f"{'stage':<14} {'steps':>6} {'time':>8}  {'val SI-SDRi':>11}  {'disc. accuracy':>14}  checkpoint"]
     for r in results:
         if r.failure:
             lines.append(f"{r.stage:<14} {r.steps:>6} {r.seconds:>7.0f}s  {'FAILED':>11}  {'-':>14}  none (non-finite)")
+            continue
+        if r.stage == "test":
+            lines.append(_test_line(r))
             continue
         si_sdri = f"{r.metrics['val/si_sdri']:.2f} dB" if "val/si_sdri" in r.metrics else "-"
         acc = r.metrics.get("val/disc/accuracy")

@@ -17,7 +17,7 @@ import torch
 
 from sepgan.losses import SeparationLoss, adversarial_objective, feature_matching
 from sepgan.models import Discriminator, Separator
-from sepgan.training.systems.discriminator import log_discrimination
+from sepgan.training.systems.discriminator import DiscriminatorSystem, log_discrimination
 from sepgan.training.systems.generator import GeneratorSystem
 
 log = logging.getLogger(__name__)
@@ -48,16 +48,23 @@ class AdversarialSystem(GeneratorSystem):
     def networks(self) -> dict:
         return {"generator": (0, self.separator), "discriminator": (1, self.discriminator)}
 
-    def _discriminator_terms(self, sep, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    judged = DiscriminatorSystem.judged
+
+    def reconstruction(self, batch: dict, sep) -> tuple[torch.Tensor, dict]:
+        """The generator's reconstruction loss and its terms."""
+        return self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend)
+
+    def _discriminator_terms(self, real: torch.Tensor, fake: torch.Tensor):
+        """The discriminator's loss as a one-term dict, and its scores on real and estimated features."""
         real_scores = self.discriminator(real)
-        fake_scores = self.discriminator(sep.speech_features.detach())
+        fake_scores = self.discriminator(fake.detach())
         return {self.objective.name: self.objective.discriminator(real_scores, fake_scores)}, real_scores, fake_scores
 
-    def _generator_terms(self, batch: dict, sep, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _generator_terms(self, batch: dict, sep, real: torch.Tensor, fake: torch.Tensor):
         """The generator's loss: the reconstruction terms plus the adversarial (and feature-matching) ones."""
-        reconstruction, terms = self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend)
+        reconstruction, terms = self.reconstruction(batch, sep)
         weights = self.loss.adversarial_weights
-        fake_scores, fake_activations = self.discriminator(sep.speech_features, return_features=True)
+        fake_scores, fake_activations = self.discriminator(fake, return_features=True)
         terms["adversarial"] = self.objective.generator(fake_scores)
         g_loss = reconstruction + weights["adversarial"] * terms["adversarial"]
         if weights["feature_matching"]:
@@ -68,10 +75,10 @@ class AdversarialSystem(GeneratorSystem):
 
     def loss_terms(self, network: str, batch: dict) -> dict[str, torch.Tensor]:
         sep = self.separator(batch["mixture"])
-        real = self.separator.frontend.encode(batch["speech"] / sep.scale)
+        real, fake = self.judged(batch, sep)
         if network == "discriminator":
-            return self._discriminator_terms(sep, real)[0]
-        return self._generator_terms(batch, sep, real)[1]
+            return self._discriminator_terms(real, fake)[0]
+        return self._generator_terms(batch, sep, real, fake)[1]
 
     def _update(self, optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad()
@@ -88,18 +95,18 @@ class AdversarialSystem(GeneratorSystem):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         g_opt, d_opt = self.optimizers()
         sep = self.separator(batch["mixture"])
-        real = self.separator.frontend.encode(batch["speech"] / sep.scale)
+        real, fake = self.judged(batch, sep)
 
         self.discriminator.requires_grad_(True)
         for _ in range(self.disc_steps):
-            d_terms, real_scores, fake_scores = self._discriminator_terms(sep, real)
+            d_terms, real_scores, fake_scores = self._discriminator_terms(real, fake)
             d_loss = d_terms[self.objective.name]
             self.watch("discriminator", d_terms, batch)
             self._update(d_opt, d_loss)
         log_discrimination(self, "train", self.objective, real_scores, fake_scores, d_loss)
 
         self.discriminator.requires_grad_(False)  # the generator update leaves the discriminator alone
-        g_loss, terms = self._generator_terms(batch, sep, real)
+        g_loss, terms = self._generator_terms(batch, sep, real, fake)
         self.watch("generator", terms, batch)
         self._update(g_opt, g_loss)
 
@@ -111,8 +118,8 @@ class AdversarialSystem(GeneratorSystem):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         sep = super().validation_step(batch, batch_idx)
         with torch.no_grad():
-            real_scores = self.discriminator(self.separator.frontend.encode(batch["speech"] / sep.scale))
-            fake_scores = self.discriminator(sep.speech_features)
+            real, fake = self.judged(batch, sep)
+            real_scores, fake_scores = self.discriminator(real), self.discriminator(fake)
             loss = self.objective.discriminator(real_scores, fake_scores)
         self.watch_validation({f"disc/{self.objective.name}": loss})
         log_discrimination(self, "val", self.objective, real_scores, fake_scores, loss)

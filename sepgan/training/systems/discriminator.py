@@ -49,12 +49,15 @@ class DiscriminatorSystem(FiniteTraining, pl.LightningModule):
     def networks(self) -> dict:
         return {"discriminator": (0, self.discriminator)}
 
+    def judged(self, batch: dict, sep) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real, estimated) features the discriminator judges: clean speech and the separator's speech."""
+        return self.separator.frontend.encode(batch["speech"] / sep.scale), sep.speech_features
+
     def _scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            sep = self.separator(batch["mixture"])
-            real = self.separator.frontend.encode(batch["speech"] / sep.scale)
+            real, fake = self.judged(batch, self.separator(batch["mixture"]))
         real_scores = self.discriminator(real)
-        fake_scores = self.discriminator(sep.speech_features)
+        fake_scores = self.discriminator(fake)
         return self.objective.discriminator(real_scores, fake_scores), real_scores, fake_scores
 
     def loss_terms(self, network: str, batch: dict) -> dict[str, torch.Tensor]:

@@ -1,0 +1,117 @@
+"""The Python API: `sepgan.load()` gives a model that cleans arrays, tensors and files.
+
+    import sepgan
+    model = sepgan.load()                      # the shipped model; or a .ckpt / .onnx path
+    speech, noise = model.separate(audio, 44100)
+
+Everything runs through the same `ChunkedSeparator` as `sepgan separate`, so arrays of any length,
+rate and channel count give what the command writes for the same audio, with memory bounded by the
+chunk length, not by the input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from sepgan.audio import audio_info
+from sepgan.inference.backends import Backend, load_backend
+from sepgan.inference.chunked import ChunkedSeparator, check_dry, with_dry
+from sepgan.inference.files import OutputFormat, separate_file
+from sepgan.pretrained import DEFAULT_CHECKPOINT, default_checkpoint
+
+Audio = np.ndarray | torch.Tensor
+
+
+class Separated(NamedTuple):
+    """Speech and noise of one input, in its type, shape and rate; `speech + noise` is the input."""
+
+    speech: Audio
+    noise: Audio
+
+
+def _shipped() -> dict[str, Path]:
+    """Models that ship with sepgan, by name (file name without extension)."""
+    return {p.stem: p for p in sorted(DEFAULT_CHECKPOINT.parent.glob("*.ckpt"))}
+
+
+def _resolve(name_or_path: str | Path | None) -> Path:
+    if name_or_path is None:
+        return default_checkpoint()
+    if str(name_or_path) in _shipped():
+        return _shipped()[str(name_or_path)]
+    path = Path(name_or_path)
+    if path.suffix.lower() not in (".ckpt", ".onnx"):
+        raise ValueError(f"'{name_or_path}' is neither a shipped model ({', '.join(_shipped()) or 'none'}) "
+                         f"nor a .ckpt or .onnx file")
+    return path
+
+
+class Model:
+    """A loaded model: `.separate` cleans arrays or tensors, `.separate_file` cleans a file.
+
+    Made by `sepgan.load`; `engine` (the `ChunkedSeparator`) and `backend` are there for more control.
+    """
+
+    def __init__(self, backend: Backend, path: Path, chunk_seconds: float = 4.0, batch_size: int = 1):
+        self.backend = backend
+        self.engine = ChunkedSeparator(backend, chunk_seconds, batch_size)
+        self.path = path
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model works at; inputs at any other rate are resampled to it and back."""
+        return self.engine.sample_rate
+
+    def __repr__(self) -> str:
+        return f"<sepgan model '{self.path.name}', {self.backend.name} backend, {self.sample_rate} Hz>"
+
+    def separate(self, audio: Audio, sample_rate: int, dry: float = 0.0) -> Separated:
+        """Speech and noise of `audio`: (samples,) or (channels, samples), numpy or torch, at `sample_rate`.
+
+        Each channel is cleaned on its own; the results have the input's shape and rate, and its
+        type (a tensor comes back as a float32 tensor on the input's device). `dry` (0 to 1) mixes
+        that share of the input back into the speech; the noise is always the input minus the speech.
+        """
+        dry = check_dry(dry)
+        if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+        tensor = audio if isinstance(audio, torch.Tensor) else None
+        mixture = np.asarray(audio.detach().cpu().numpy() if tensor is not None else audio, np.float32)
+        if mixture.ndim == 2 and mixture.shape[0] > mixture.shape[1]:
+            raise ValueError(f"audio of shape {mixture.shape} has more channels than samples; pass "
+                             f"(channels, samples), e.g. the transpose of what soundfile.read returns")
+        speech = with_dry(self.engine.separate(mixture, int(sample_rate)), mixture, dry)
+        noise = mixture - speech
+        if tensor is not None:
+            return Separated(*(torch.from_numpy(x).to(tensor.device) for x in (speech, noise)))
+        return Separated(speech, noise)
+
+    def separate_file(self, source: str | Path, speech_path: str | Path, noise_path: str | Path | None = None,
+                      *, dry: float = 0.0, mono: bool = False, format: str | None = None,
+                      subtype: str | None = None, sample_rate: int | None = None, overwrite: bool = False) -> dict:
+        """Clean the file `source` into `speech_path` (and the removed part into `noise_path`).
+
+        As `sepgan separate` does: streamed in blocks (any length), the input's format, subtype and
+        rate unless asked otherwise, written atomically, never over the input nor over an existing
+        file unless `overwrite`. Returns a summary (seconds, clipped samples).
+        """
+        out = OutputFormat.for_input(audio_info(source), format, subtype, sample_rate)
+        return separate_file(self.engine, source, speech_path, noise_path, mono=mono, out=out,
+                             overwrite=overwrite, dry=dry)
+
+
+def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float = 4.0,
+         batch_size: int = 1, threads: int | None = None) -> Model:
+    """A sepgan model ready to clean audio.
+
+    `name_or_path`: None for the shipped model, the name of a shipped model (e.g. "sepgan-16k"), a
+    checkpoint from training (`.ckpt`, run by PyTorch on `device`) or a model from `sepgan
+    export-onnx` (`.onnx`, run by onnxruntime on the CPU). `chunk_seconds` and `batch_size` set
+    how much audio goes through the model at once (memory against speed; the result is the same).
+    """
+    path = _resolve(name_or_path)
+    return Model(load_backend(path, device=device, threads=threads), path, chunk_seconds, batch_size)
