@@ -92,7 +92,7 @@ print(f"cuda vs cpu: max |diff| {np.abs(cuda - cpu).max():.2e} (peak {np.abs(cpu
 PY
 
 # ---- 3. evaluation on the GPU ----------------------------------------------------------------------------
-DEVICE=$DEVICE python3 - <<'PY' 2>&1 | tail -n 6 | tee -a "$OUT/summary.txt"
+DEVICE=$DEVICE python3 - <<'PY' 2>&1 | tail -n 8 | tee -a "$OUT/summary.txt"
 import os
 from sepgan.evaluation import ConfigMixtures, evaluate
 from sepgan.models import load_separator
@@ -101,7 +101,7 @@ model = load_separator(default_checkpoint())
 examples = ConfigMixtures([], model.frontend.sample_rate, "test", 8)
 report = evaluate(examples, model, methods=("noisy", "model"), metrics=("si_sdr", "si_sdri"), progress=False,
                   device=os.environ["DEVICE"])
-print("evaluate: model on", next(model.parameters()).device)
 print(report.markdown())
+print("evaluate: model on", next(model.parameters()).device)
 PY
 say "== done"
