@@ -1,7 +1,7 @@
 """Two-speaker separation on held-out speakers: a checkpoint's PIT SI-SDRi beside the oracle IRM's.
 
     python experiments/two_speakers.py --checkpoint RUN/checkpoints/best-N.ckpt --root /work/shared/data \
-        --split test --examples 200 --seconds 4 --out experiments/results/two_speakers.json
+        --split test --examples 200 --seconds 4 --out experiments/two_speakers/test.json
 
 Mixtures come from `TwoSpeakerDataModule` with the training run's splits (same seed and fractions),
 so the speakers of `val`/`test` were never heard in training. SI-SDRi of a voice is its estimate's

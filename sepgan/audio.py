@@ -10,6 +10,9 @@ used because its wheels do not work with the CPU build of torch this project ins
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +59,38 @@ class AudioError(ValueError):
     """A file that cannot be used as audio; the message names the file and the problem."""
 
 
+class NotAudioError(AudioError):
+    """A file libsndfile cannot open at all: not audio, or a format this build does not read."""
+
+
+class NonFiniteAudioError(AudioError):
+    """Samples that are NaN or infinite (only floating-point files can hold them)."""
+
+
+class NonFiniteWarning(UserWarning):
+    """NaN or infinite samples were replaced by zeros, as asked."""
+
+
+# libsndfile reads a file whose sample data were cut short (a truncated download or copy) as a
+# shorter file and says so only in its log, as `data : 64000 (should be 31978)`: the data chunk of
+# WAV and WAVEX, AIFF's SSND, AU's data size, the whole file for W64 and RF64. Sizes from this
+# value up are placeholders of writers that did not know the length (a stream), not promises.
+_DATA_SIZE_IN_LOG = re.compile(r"^\s*(data|SSND|Data Size|riff|Riff size)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+_UNKNOWN_SIZE = 0x7FFFF000
+
+
+def _truncation(info: sf._SoundFileInfo) -> str | None:
+    """What a truncated file's header promises and what is there, from libsndfile's log; None if complete."""
+    for chunk, promised, present in _DATA_SIZE_IN_LOG.findall(info.extra_info):
+        promised, present = int(promised), int(present)
+        if present < promised < _UNKNOWN_SIZE:
+            return (f"its header promises {promised} bytes of '{chunk}', the file holds {present}; "
+                    f"only the first {info.frames / info.samplerate:.2f} s are there")
+    return None
+
+
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
-    """Header of an audio file, with a clear error for missing, empty or corrupt files."""
+    """Header of an audio file, with a clear error for missing, empty, corrupt or truncated files."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"audio file not found: '{path}'")
@@ -68,12 +101,89 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
     try:
         info = sf.info(str(path))
     except Exception as err:  # soundfile raises LibsndfileError/RuntimeError with terse text
-        raise AudioError(
-            f"cannot read '{path}' as audio ({err}); supported formats: wav, flac, ogg, aiff"
+        raise NotAudioError(
+            f"cannot read '{path}' as audio ({err}); supported formats: wav, flac, ogg, aiff, mp3 and the "
+            f"others libsndfile reads"
         ) from None
     if info.frames == 0:
         raise AudioError(f"audio file has no samples: '{path}'")
+    if (cut := _truncation(info)) is not None:
+        raise AudioError(f"'{path}' is truncated: {cut}")
     return info
+
+
+class FiniteCheck:
+    """Finds NaN and infinite samples in a signal given whole or piece by piece (`check` each in order).
+
+    By default the first one is an error naming the source and its time; with `fix` they become
+    zeros and `done()` warns once (`NonFiniteWarning`) with their number and the first one's time.
+    Every reader goes through this one check: `read_blocks`, `load_audio` and the in-memory
+    `ChunkedSeparator.separate`.
+    """
+
+    def __init__(self, source: str | Path, sample_rate: int, fix: bool = False, offset: int = 0):
+        # a file is named in quotes; anything else (an array) is described as given
+        self.source = f"'{source}'" if isinstance(source, Path) else source
+        self.sample_rate, self.fix = sample_rate, fix
+        self.position = offset  # samples (per channel) before the next piece
+        self.replaced, self.first = 0, None
+
+    def _where(self, sample: int, channel: int) -> str:
+        return f"{sample / self.sample_rate:.3f} s (sample {sample}, channel {channel + 1})"
+
+    def check(self, samples: np.ndarray) -> np.ndarray:
+        """The next piece (channels, n) of the signal, fixed in place if asked; raises `NonFiniteAudioError`."""
+        n = samples.shape[-1]
+        # One reduction, no temporary: a float64 sum of float32 samples cannot overflow, and any NaN
+        # or infinity makes it non-finite.
+        with np.errstate(invalid="ignore"):  # inf - inf
+            total = np.sum(samples, dtype=np.float64)
+        if not np.isfinite(total):
+            bad = ~np.isfinite(samples.reshape(-1, n))
+            index = int(np.argmax(bad.any(axis=0)))
+            channel = int(np.argmax(bad[:, index]))
+            if not self.fix:
+                raise NonFiniteAudioError(
+                    f"{self.source} holds NaN or infinite samples, the first at "
+                    f"{self._where(self.position + index, channel)}")
+            if self.first is None:
+                self.first = (self.position + index, channel)
+            self.replaced += int(bad.sum())
+            samples.reshape(-1, n)[bad] = 0.0
+        self.position += n
+        return samples
+
+    def done(self) -> int:
+        """Warn about the samples replaced (if any); returns how many."""
+        if self.replaced:
+            warnings.warn(f"{self.source}: {self.replaced} NaN or infinite samples replaced by zeros, the first "
+                          f"at {self._where(*self.first)}", NonFiniteWarning, stacklevel=2)
+        return self.replaced
+
+
+def read_blocks(path: str | Path, block_frames: int, mono: bool = False,
+                fix_nonfinite: bool = False) -> Iterator[np.ndarray]:
+    """A file as float32 blocks (channels, n), optionally mixed down, in constant memory.
+
+    Corrupt or truncated data and NaN or infinite samples are errors naming the file and where
+    (`fix_nonfinite`: zeros and one `NonFiniteWarning` instead).
+    """
+    path = Path(path)
+    info = audio_info(path)
+    finite = FiniteCheck(path, info.samplerate, fix_nonfinite)
+    done = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            for data in f.blocks(block_frames, dtype="float32", always_2d=True):
+                done += len(data)
+                block = finite.check(np.ascontiguousarray(data.T))
+                yield block.mean(axis=0, keepdims=True) if mono else block
+    except RuntimeError as err:  # libsndfile's decoding errors
+        raise AudioError(f"cannot decode '{path}' after {done / info.samplerate:.1f} s ({err}); "
+                         f"the file may be truncated or corrupt") from None
+    if done < info.frames:
+        raise AudioError(f"'{path}' is truncated: its header promises {info.frames} samples, only {done} could be read")
+    finite.done()
 
 
 def load_audio(
@@ -82,12 +192,15 @@ def load_audio(
     mono: bool = True,
     start: int = 0,
     frames: int = -1,
+    fix_nonfinite: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Read a file as float32 of shape (channels, samples), optionally mixed down and resampled.
 
     `start`/`frames` are in the file's own sample rate, so long files can be read in blocks.
-    Returns the samples and the sample rate they are at.
+    NaN or infinite samples are an error naming the file and the first one's time
+    (`fix_nonfinite`: zeros and a `NonFiniteWarning`). Returns the samples and their sample rate.
     """
+    path = Path(path)
     info = audio_info(path)
     try:
         data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
@@ -95,7 +208,9 @@ def load_audio(
         raise AudioError(f"cannot decode '{path}' ({err}); the file may be truncated or corrupt") from None
     if data.shape[0] == 0 and frames != 0:
         raise AudioError(f"no samples read from '{path}' at offset {start} (file has {info.frames})")
-    wav = np.ascontiguousarray(data.T)
+    finite = FiniteCheck(path, sr, fix_nonfinite, offset=start)
+    wav = finite.check(np.ascontiguousarray(data.T))
+    finite.done()
     if mono:
         wav = wav.mean(axis=0, keepdims=True)
     if sample_rate is not None and sample_rate != sr:

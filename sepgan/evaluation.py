@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sepgan.audio import AUDIO_EXTENSIONS, AudioError, FrontEnd, audio_info, find_audio_files, load_audio
+from sepgan.audio import (AUDIO_EXTENSIONS, AudioError, FrontEnd, audio_info, find_audio_files, load_audio,
+                          read_blocks)
 from sepgan.baselines import oracle_mask, spectral_gating
 from sepgan.metrics import METRICS, MetricWarning, pesq_mode, si_sdr_db, speech_scores
 
@@ -91,8 +92,9 @@ def _audio_files(folder: Path, what: str) -> dict[str, Path]:
 class FolderPairs:
     """Noisy/clean pairs from two folders with matching file names, checked before any work starts.
 
-    Names that appear on one side only, unreadable files and pairs whose durations differ by more
-    than 50 ms are all reported together in one `EvaluationError`. Files are read at
+    Names that appear on one side only, unreadable, truncated or corrupt files, files with NaN or
+    infinite samples and pairs whose durations differ by more than 50 ms are all reported together
+    in one `EvaluationError` (every file is read through once for this). Files are read at
     `sample_rate` (resampled, mixed down to mono) one pair at a time.
     """
 
@@ -112,6 +114,8 @@ class FolderPairs:
             for path in (noisy_path, clean_path):
                 try:
                     info = audio_info(path)
+                    for _ in read_blocks(path, 1 << 16):  # decodes, and every sample is finite
+                        pass
                     seconds.append(info.frames / info.samplerate)
                 except AudioError as err:
                     problems.append(str(err))
@@ -177,7 +181,7 @@ class ConfigMixtures:
                                   f"group such as root=../shared/data noise_classes=[dog_bark]") from None
         self.sample_rate, self.split, self.count = sample_rate, split, count
         self.datamodule.setup()
-        self.noise_labels = self.datamodule.corpora[split][1].labels
+        self.noise_labels = self.datamodule.datasets[split].noise_labels
 
     def __len__(self) -> int:
         return self.count

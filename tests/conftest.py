@@ -65,9 +65,14 @@ def write_noise(path: Path, seconds: float = 1.0, sr: int = 16000, seed: int = 0
 TINY_MODEL = ["model=small", "model.unet.n_blocks=7", "model.unet.channels=2", "model.unet.layers=1"]
 
 
+# The small_dilated preset (9 blocks, dilated bottleneck) at test width. Pass seed=1: at 2 channels, seed 0's
+# random batch-norm statistics silence a whole level, and the bottleneck then reaches nothing.
+TINY_DILATED = ("model=small_dilated", "model.unet.n_blocks=9")
+
+
 def tiny_separator(*overrides: str, seed: int = 0):
-    """An untrained tiny separator with random batch-norm statistics, so that its output is not
-    close to the pass-through it starts from and chunking errors would show."""
+    """An untrained tiny separator with random batch-norm statistics (and temporal bottleneck), so that its
+    output is not close to the pass-through it starts from and chunking errors would show."""
     import torch
 
     from sepgan.training.config import build_separator
@@ -78,7 +83,18 @@ def tiny_separator(*overrides: str, seed: int = 0):
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_(0.0, 0.3)
             module.running_var.uniform_(0.3, 3.0)
+    wake_temporal(model)
     return model.eval()
+
+
+def wake_temporal(model):
+    """Random weights for the temporal bottleneck's convolutions, which start at zero (the identity)."""
+    import torch
+
+    for name, param in model.named_parameters():
+        if ".temporal." in name:
+            torch.nn.init.normal_(param, 0.0, 0.1)
+    return model
 
 
 def save_checkpoint(model, path: Path) -> Path:
@@ -103,3 +119,14 @@ def noisy_speech(seconds: float, sr: int = 16000, seed: int = 0, kind: str = "si
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tiny_separator(), tmp_path_factory.mktemp("models") / "tiny.ckpt")
+
+
+@pytest.fixture(scope="session")
+def bad_audio(tmp_path_factory):
+    """Awkward and broken audio files with what each must get (`tests/bad_audio.py`): a list of `CorpusFile`.
+
+    Written once per session and shared: copy a file before changing it.
+    """
+    from tests.bad_audio import write_bad_audio
+
+    return write_bad_audio(tmp_path_factory.mktemp("bad_audio"))

@@ -6,6 +6,7 @@ from sepgan.losses import (
     SeparationLoss,
     huber,
     mse,
+    multi_resolution_stft_loss,
     noise_weighted_mse,
     projection,
     projection_loss,
@@ -73,11 +74,34 @@ def test_si_sdr_loss_prefers_the_cleaner_estimate():
     assert si_sdr_loss(SPEECH + 0.1 * NOISE, SPEECH) < si_sdr_loss(SPEECH + NOISE, SPEECH)
 
 
+def test_mrstft_is_zero_for_identity_and_grows_with_noise():
+    assert multi_resolution_stft_loss(SPEECH, SPEECH) == 0
+    slight = multi_resolution_stft_loss(SPEECH + 0.1 * NOISE, SPEECH)
+    assert 0 < slight < multi_resolution_stft_loss(SPEECH + NOISE, SPEECH)
+    # Magnitudes only: a sign flip (same spectrogram magnitudes, opposite phase) costs nothing.
+    assert multi_resolution_stft_loss(-SPEECH, SPEECH) < 1e-5
+
+
+@pytest.mark.parametrize("estimate, target", [(torch.zeros(2, 4000), torch.zeros(2, 4000)),
+                                              (torch.zeros(2, 4000), SPEECH[:2]),
+                                              (SPEECH[:2].clone(), SPEECH[:2])])
+def test_mrstft_gradients_are_finite_at_zero_and_at_the_optimum(estimate, target):
+    estimate.requires_grad_()
+    multi_resolution_stft_loss(estimate, target, resolutions=[(256, 64), (512, 128)]).backward()
+    assert torch.isfinite(estimate.grad).all()
+
+
+def test_mrstft_resolutions_are_checked():
+    with pytest.raises(ValueError, match="mrstft_resolutions"):
+        SeparationLoss(dict(mrstft=1.0), mrstft_resolutions=[[512]])
+
+
 def test_weighted_sum_reports_each_term_and_skips_zero_weights():
     fe = FrontEnd(8000, 256, 64)
     model = Separator(fe, unet=dict(n_blocks=3, channels=4))
     sep = model(SPEECH + NOISE)
-    weights = dict(mse=2.0, noise_weighted_mse=1.0, huber_noise=0.5, ssim=0.1, projection=1.0, si_sdr=0.01)
+    weights = dict(mse=2.0, noise_weighted_mse=1.0, huber_noise=0.5, ssim=0.1, projection=1.0, si_sdr=0.01,
+                   mrstft=1.0)
     total, terms = SeparationLoss(weights)(sep, SPEECH, NOISE, fe)
     assert set(terms) == set(weights)
     torch.testing.assert_close(total, sum(weights[k] * v for k, v in terms.items()))

@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 from sepgan.audio import FrontEnd
 from sepgan.training.config import compose_config
 from sepgan.models import Separator, UNet, load_separator, save_separator
+from tests.conftest import wake_temporal
 
 
 def preset(name: str) -> dict:
@@ -97,3 +98,57 @@ def test_a_given_scale_replaces_the_mixture_level():
     torch.testing.assert_close(model.separate(x, scale=level), model.separate(x), rtol=1e-4, atol=1e-6)
     half = model.separate(x[:4000], scale=level)  # a chunk normalised by the whole signal's level
     assert not torch.allclose(half, model.separate(x[:4000]))
+
+
+def test_dilated_bottleneck_keeps_shapes_and_adds_its_known_reach():
+    from sepgan.inference.backends import receptive_field
+
+    fe = FrontEnd(8000, 256, 64)
+    # Wide enough that no ReLU is dead for the whole measuring input (2 channels can hide reach from it).
+    unet = dict(n_blocks=5, block="tfc_tdf", channels=4, channel_mult=2, layers=1)
+    torch.manual_seed(0)  # a seed whose random U-Net has no level silenced by dead ReLUs
+    plain = Separator(fe, unet=unet).eval()
+    dilated = Separator(fe, unet=dict(unet, bottleneck="dilated", dilations=[1, 2, 4])).eval()
+    # Its convolutions start at zero: with the plain U-Net's weights it is that U-Net, reach included.
+    missing, unexpected = dilated.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(".temporal." in key for key in missing)
+    mixture = torch.randn(1, 8000) * 0.1
+    torch.testing.assert_close(dilated.separate(mixture), plain.separate(mixture))
+    assert receptive_field(dilated) == receptive_field(plain)
+    wake_temporal(dilated)
+    for length in (8000, 12345):
+        mixture = torch.randn(2, length) * 0.1
+        assert dilated(mixture).speech.shape == mixture.shape
+    # Kernel 3 with dilations 1, 2, 4 adds 1 + 2 + 4 bottleneck frames each side, 2**levels frames each.
+    assert receptive_field(dilated) - receptive_field(plain) == 7 * dilated.net.factor
+
+
+def test_dilated_preset_trains_a_step():
+    from sepgan.losses import SeparationLoss
+
+    torch.manual_seed(0)
+    cfg = preset("small_dilated")
+    assert cfg["unet"]["bottleneck"] == "dilated" and cfg["unet"]["n_blocks"] == 9
+    cfg["unet"].update(channels=2, layers=1)
+    fe = FrontEnd(8000, 256, 64)
+    model = Separator(fe, **cfg).train()
+    speech, noise = torch.randn(2, 8000) * 0.1, torch.randn(2, 8000) * 0.1
+    loss = SeparationLoss(dict(si_sdr=1.0, mrstft=3.0))
+    convs = [layer[-1].weight for layer in model.net.temporal.layers]  # zero at first, so they learn first
+    before = [w.detach().clone() for w in convs]
+    total, _ = loss(model(speech + noise), speech, noise, fe)
+    total.backward()
+    torch.optim.Adam(model.parameters(), lr=1e-3).step()
+    assert torch.isfinite(total)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(not torch.equal(b, w) for b, w in zip(before, convs))
+
+
+@pytest.mark.parametrize("unet, message", [
+    (dict(bottleneck="gru"), "bottleneck"),
+    (dict(bottleneck="dilated", dilations=[1, 0]), "dilations"),
+    (dict(bottleneck="dilated", temporal_kernel=2), "temporal_kernel"),
+])
+def test_bad_bottleneck_settings_are_named(unet, message):
+    with pytest.raises(ValueError, match=message):
+        Separator(FrontEnd(), unet=unet)

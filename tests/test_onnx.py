@@ -11,10 +11,10 @@ from onnx import TensorProto, helper
 
 from sepgan.inference.backends import OnnxBackend, TorchBackend, load_backend, receptive_field
 from sepgan.commands import main
-from sepgan.inference.onnx_export import TOLERANCE, check_onnx
+from sepgan.inference.onnx_export import TOLERANCE, check_onnx, export_onnx
 from sepgan.models import load_separator
 from sepgan.inference.chunked import ChunkedSeparator
-from tests.conftest import noisy_speech
+from tests.conftest import TINY_DILATED, noisy_speech, tiny_separator
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +107,11 @@ def test_foreign_onnx_file_is_named(tmp_path):
         OnnxBackend(tmp_path / "junk.onnx")
     with pytest.raises(ValueError, match="is an ONNX model"):
         load_backend(tmp_path / "other.onnx", "torch")
+
+
+def test_dilated_preset_exports_and_matches_pytorch(tmp_path):
+    model = tiny_separator(*TINY_DILATED, seed=1)
+    path = export_onnx(model, tmp_path / "dilated.onnx")
+    assert check_onnx(model, path) <= TOLERANCE
+    backend = OnnxBackend(path)
+    assert backend.receptive_field == receptive_field(model) > 15 * model.net.factor  # the dilations' reach

@@ -10,9 +10,10 @@ import torch
 from sepgan.audio import AudioError
 from sepgan.inference.backends import TorchBackend, load_backend, receptive_field
 from sepgan.metrics import si_sdr
+from sepgan.models.blocks import DilatedTemporal
 from sepgan.inference.chunked import ChunkedSeparator
 from sepgan.inference.files import OutputFormat, separate_file
-from tests.conftest import noisy_speech, tiny_separator
+from tests.conftest import TINY_DILATED, noisy_speech, tiny_separator
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +183,37 @@ def test_load_backend_names_wrong_files(tmp_path, tiny_checkpoint):
         load_backend(tmp_path / "nothing.ckpt")
     with pytest.raises(ValueError, match="unknown backend"):
         load_backend(tiny_checkpoint, "tensorflow")
+
+
+def test_chunked_output_of_the_dilated_preset_equals_whole_file():
+    model = tiny_separator(*TINY_DILATED, seed=1)
+    assert isinstance(model.net.temporal, DilatedTemporal)
+    assert receptive_field(model) > 15 * model.net.factor  # dilations 1, 2, 4, 8 at the bottleneck
+    mixture = noisy_speech(12.0)
+    whole = model.separate(torch.from_numpy(mixture)).numpy()
+    engine = ChunkedSeparator(TorchBackend(model), 1.0, 2)
+    assert engine.window < len(mixture) / 2  # several chunks, even with the long context
+    chunked = engine.separate(mixture)
+    assert si_sdr(torch.from_numpy(chunked)[None], torch.from_numpy(whole)[None]).item() >= 40.0
+
+
+def test_unbounded_receptive_field_is_refused():
+    model = tiny_separator()
+
+    class OverAllFrames(torch.nn.Module):
+        """A bidirectional GRU over the bottleneck's frames: every output frame sees the whole input."""
+
+        def __init__(self, channels, n_freq):
+            super().__init__()
+            self.gru = torch.nn.GRU(channels * n_freq, 4, batch_first=True, bidirectional=True)
+            self.out = torch.nn.Linear(8, channels * n_freq)
+
+        def forward(self, x):
+            b, c, f, t = x.shape
+            h, _ = self.gru(x.permute(0, 3, 1, 2).reshape(b, t, c * f))
+            return x + self.out(h).reshape(b, t, c, f).permute(0, 2, 3, 1)
+
+    net = model.net
+    net.temporal = OverAllFrames(net.ups[-1][0].in_channels, net.bottleneck.tdf.fc1.in_features)
+    with pytest.raises(ValueError, match="unbounded receptive field"):
+        receptive_field(model, max_frames=1024)

@@ -222,7 +222,8 @@ def test_spectrogram_and_listings(client, app):
     ids = [n["id"] for n in client.get("/api/noises").json()]
     assert "synthetic/siren" in ids and "folder/hum" in ids and "folder/street" in ids
     health = client.get("/api/health").json()
-    assert health["limits"] == {"max_upload_mb": LIMIT_MB, "max_seconds": LIMIT_SECONDS} and health["workers"] == 2
+    assert health["limits"] == {"max_upload_mb": LIMIT_MB, "max_seconds": LIMIT_SECONDS,
+                                "max_samples": LIMIT_SECONDS * 96_000} and health["workers"] == 2
     assert_scratch_empty(app)
 
 
@@ -269,6 +270,6 @@ def test_serve_command_names_bad_options(args, message, tiny_checkpoint, capsys,
 
 
 def test_serve_command_rejects_a_non_positive_limit(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main(["serve", "--max-seconds", "0"])
-    assert "--max-seconds must be positive" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --max-seconds: must be a positive number" in capsys.readouterr().err

@@ -29,7 +29,8 @@ def test_fast_dev_run_of_every_experiment(make_cfg, experiment):
 
 @pytest.mark.parametrize("overrides", [["model=model_b", "frontend=magnitude"], ["model=tfc_tdf", "loss=article"],
                                        ["loss.weights.ssim=1", "loss.weights.projection=1", "loss.weights.si_sdr=0.1",
-                                        "loss.weights.huber_noise=1", "optim=sgd"]])
+                                        "loss.weights.huber_noise=1", "optim=sgd"],
+                                       ["model=small_dilated", "loss=si_sdr_mrstft"]])
 def test_model_and_loss_variants_train(make_cfg, overrides):
     result = run_generator(make_cfg("+experiment=dog_bark", "+trainer.fast_dev_run=true", *overrides))
     assert result.steps == 1

@@ -8,7 +8,9 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import sepgan
@@ -46,6 +48,15 @@ def usage() -> str:
     ])
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `kill` and schedulers send), raised where the program is so that it unwinds as for
+    Ctrl-C: every `AtomicFile` being written is removed, and the command exits with 128 + 15."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
@@ -58,8 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         problem = f"unknown command '{argv[0]}'" if argv else "no command given"
         print(f"{usage()}\n\nsepgan: error: {problem}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]])
-    code = module.main(argv[1:])
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        module = importlib.import_module(COMMANDS[argv[0]])
+        code = module.main(argv[1:])
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"sepgan {argv[0]}: stopped by {'SIGTERM' if terminated else 'Ctrl-C (SIGINT)'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) else 0
 
 

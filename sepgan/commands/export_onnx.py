@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sepgan.atomic import remove_stale_parts
 from sepgan.inference.onnx_export import TOLERANCE, check_onnx, export_onnx
 from sepgan.models import load_separator
 from sepgan.pretrained import default_checkpoint
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    remove_stale_parts(output.parent, report=lambda message: print(message, file=sys.stderr))
     export_onnx(model, output)
     error = check_onnx(model, output)
     if error > TOLERANCE:

@@ -11,13 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from sepgan.audio import AUDIO_EXTENSIONS, AudioError, audio_info, find_audio_files
+from sepgan.atomic import remove_stale_parts
+from sepgan.audio import (AUDIO_EXTENSIONS, AudioError, NonFiniteAudioError, NonFiniteWarning, audio_info,
+                          find_audio_files)
+from sepgan.commands.options import positive_int, torch_device
 from sepgan.inference.backends import load_backend
 from sepgan.pretrained import default_checkpoint
 from sepgan.inference.chunked import ChunkedSeparator, check_dry
@@ -88,18 +92,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mono", action="store_true", help="mix channels down first (default: each channel on its own)")
     p.add_argument("--format", choices=sorted(FORMATS), help="output format (default: the input's)")
     p.add_argument("--subtype", help="sample format, e.g. PCM_16, PCM_24, FLOAT (default: the input's)")
-    p.add_argument("--sample-rate", type=int, help="output sample rate in Hz (default: the input's)")
+    p.add_argument("--sample-rate", type=positive_int, help="output sample rate in Hz (default: the input's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs never)")
+    p.add_argument("--fix-nonfinite", action="store_true",
+                   help="replace NaN and infinite samples by zeros, with a warning (default: such a file is an error)")
     p.add_argument("--chunk-seconds", type=float, default=4.0, help="audio kept from each model call (default 4)")
     p.add_argument("--context-seconds", type=float, help="context each side of a chunk (default: the model's "
                                                           "receptive field, which makes chunking exact)")
     p.add_argument("--batch-size", type=int, default=1, help="chunks per model call (default 1; more helps on a GPU)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (torch backend)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (torch backend)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--speakers", type=int, default=1, help="separate N voices into NAME_speaker1.EXT ... "
                                                            "(a speaker model: +experiment=two_speakers)")
     return p
+
+
+def _separate_one(job: Job, engine: ChunkedSeparator, args: argparse.Namespace, bar: tqdm) -> dict:
+    """One job, its warnings written above the progress bar (each once, though every pass of the file warns)."""
+    info = audio_info(job.source)
+    out = OutputFormat.for_input(info, args.format, args.subtype, args.sample_rate, 1 if args.mono else None)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NonFiniteWarning)
+            return separate_file(engine, job.source, job.speech, job.noise, mono=args.mono, out=out,
+                                 overwrite=args.overwrite, dry=args.dry, progress=bar.update,
+                                 fix_nonfinite=args.fix_nonfinite)
+    finally:  # after the recording has stopped
+        for message in dict.fromkeys(str(w.message) for w in caught if w.category is NonFiniteWarning):
+            bar.write(f"warning: {message}", file=sys.stderr)
+        for w in caught:
+            if w.category is not NonFiniteWarning:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,19 +145,26 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for folder in sorted({target.parent for job in jobs for target in (job.speech, job.noise) if target}):
+        remove_stale_parts(folder, report=lambda message: print(message, file=sys.stderr))
     loaded = time.perf_counter()
-    failed, done_seconds = [], 0.0
+    failed, cleaned, done_seconds, interrupted = [], 0, 0.0, None
     with tqdm(total=round(sum(_seconds(j.source) for j in jobs), 1), unit="s", disable=args.quiet,
               desc="separating", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
         for job in jobs:
             try:
-                out = OutputFormat.for_input(audio_info(job.source), args.format, args.subtype, args.sample_rate)
-                result = separate_file(engine, job.source, job.speech, job.noise, mono=args.mono, out=out,
-                                       overwrite=args.overwrite, dry=args.dry, progress=bar.update)
-            except (AudioError, FileExistsError, ValueError, OSError) as err:
+                result = _separate_one(job, engine, args, bar)
+            except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (see sepgan.commands): the file's output is discarded
+                interrupted = stop
+                break
+            except Exception as err:  # one bad file never stops the batch
                 failed.append(job.source)
-                bar.write(f"error: {job.source}: {err}", file=sys.stderr)
+                known = isinstance(err, (AudioError, FileExistsError, ValueError, OSError))
+                hint = " (--fix-nonfinite replaces them by zeros)" if isinstance(err, NonFiniteAudioError) else ""
+                bar.write(f"error: {job.source}: {err if known else f'{type(err).__name__}: {err}'}{hint}",
+                          file=sys.stderr)
                 continue
+            cleaned += 1
             done_seconds += result["seconds"]
             if result["clipped"]:
                 bar.write(f"warning: {job.speech}: {result['clipped']} samples clipped to [-1, 1] "
@@ -140,8 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - loaded
     for path, why in skipped.items():
         print(f"skipped {path}: {why}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(jobs)} files failed (see the errors above): "
+              f"{', '.join(str(p) for p in failed)}", file=sys.stderr)
     rtf = f", real-time factor {elapsed / done_seconds:.3f}" if done_seconds else ""
-    print(f"cleaned {len(jobs) - len(failed)} of {len(jobs)} files ({done_seconds:.1f} s of audio) in "
+    print(f"cleaned {cleaned} of {len(jobs)} files ({done_seconds:.1f} s of audio) in "
           f"{elapsed:.1f} s{rtf} (model loaded in {loaded - started:.1f} s, {backend.name} backend) "
           f"into '{args.outdir}'", file=sys.stderr)
+    if interrupted is not None:
+        print(f"interrupted while cleaning {job.source}; its unfinished output was removed", file=sys.stderr)
+        raise interrupted
     return 1 if failed else 0

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sepgan.commands.options import port, positive_float, positive_int, torch_device
 from sepgan.pretrained import default_checkpoint
 
 
@@ -20,17 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-dir", type=Path, help="a folder of noise recordings, one sub-folder per class, "
                                                   "offered on the page next to the synthetic noises")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest accepted upload (default 100)")
-    p.add_argument("--max-seconds", type=float, default=600.0, help="longest accepted audio (default 600)")
-    p.add_argument("--workers", type=int, default=1, help="requests processed at once (default 1)")
+    p.add_argument("--port", type=port, default=8000)
+    p.add_argument("--max-upload-mb", type=positive_float, default=100.0, help="largest accepted upload (default 100)")
+    p.add_argument("--max-seconds", type=positive_float, default=600.0, help="longest accepted audio (default 600)")
+    p.add_argument("--max-samples", type=positive_int,
+                   help="most samples an upload may decode to: channels x seconds x sample rate (at least the "
+                        "model's), checked from its header before decoding (default: as many as max-seconds of "
+                        "48 kHz stereo)")
+    p.add_argument("--workers", type=positive_int, default=1, help="requests processed at once (default 1)")
     p.add_argument("--max-queue", type=int, default=32, help="requests allowed to wait; more get 503 (default 32)")
-    p.add_argument("--threads", type=int, help="CPU threads per model call (default: PyTorch's choice)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (torch backend)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads per model call (default: PyTorch's choice)")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (torch backend)")
     args = p.parse_args(argv)
-    for name in ("max_upload_mb", "max_seconds", "workers"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive")
     if args.max_queue < 0:
         p.error("--max-queue must not be negative")
     import uvicorn  # the web stack and the model code load only once the arguments are good
@@ -40,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint(),
                             backend=args.backend, noise_dir=args.noise_dir, max_upload_mb=args.max_upload_mb,
-                            max_seconds=args.max_seconds, workers=args.workers, max_queue=args.max_queue,
-                            threads=args.threads, device=args.device)
+                            max_seconds=args.max_seconds, max_samples=args.max_samples, workers=args.workers,
+                            max_queue=args.max_queue, threads=args.threads, device=args.device)
         app = create_app(settings)
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

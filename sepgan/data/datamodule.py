@@ -1,8 +1,10 @@
 """Datasets of mixtures made on the fly, and the LightningDataModule that serves them.
 
-Training examples are new every time (random speech, noise class, excerpt, SNR and gain) unless
-`train_seed` fixes them (debug=overfit); validation and test examples are fixed by seed, so every
-epoch and every run sees the same ones.
+Training examples are new every time (random speech, noise class, excerpt, SNR and gain, and the
+augmentations of `data.augment`) unless `train_seed` fixes them (debug=overfit); validation and test
+examples are fixed by seed, so every epoch and every run sees the same ones (unaugmented unless
+`data.augment.eval`, then augmented the same way each time, since every random choice comes from
+the index's generator).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sepgan.data import synthetic
+from sepgan.data.augment import AugmentConfig, Augmenter
 from sepgan.data.corpora import (
     Corpus,
     Recording,
@@ -42,9 +45,12 @@ class MixtureDataset(Dataset):
     get different indices from the distributed sampler, so they still train on different examples.
     """
 
-    def __init__(self, speech: Corpus, noise: Corpus, mixer: Mixer, length: int, seed: int | None = None):
+    def __init__(self, speech: Corpus, noise: Corpus, mixer: Mixer, length: int, seed: int | None = None,
+                 augmenter: Augmenter | None = None):
         self.speech, self.noise, self.mixer = speech, noise, mixer
-        self.length, self.seed = length, seed
+        self.length, self.seed, self.augmenter = length, seed, augmenter
+        # what `noise_class` indexes: the corpus's classes, then babble and coloured noise if augmented
+        self.noise_labels = augmenter.labels if augmenter else list(noise.labels)
 
     def __len__(self) -> int:
         return self.length
@@ -55,15 +61,21 @@ class MixtureDataset(Dataset):
         else:
             rng = np.random.default_rng([self.seed, index])
         for _ in range(50):
-            speech = self.speech.load(int(rng.integers(len(self.speech))))
-            label = self.noise.labels[rng.integers(len(self.noise.labels))]
-            noise_index = self.noise.by_label[label][rng.integers(len(self.noise.by_label[label]))]
-            example = self.mixer(speech, self.noise.load(noise_index), rng)
+            example = self.augmenter(rng) if self.augmenter is not None else self._plain(rng)
             if example is not None:
-                example = {k: torch.as_tensor(v) for k, v in example.items()}
-                example["noise_class"] = self.noise.labels.index(label)
-                return example
+                noise_class = example.pop("noise_class")
+                return {**{k: torch.as_tensor(v) for k, v in example.items()}, "noise_class": noise_class}
         raise RuntimeError("50 draws in a row gave silent speech or noise excerpts; check the corpus for silent files")
+
+    def _plain(self, rng: np.random.Generator) -> dict | None:
+        """A recorded-noise mixture by `mixer` (the unaugmented example; its draws fix the val/test sets)."""
+        speech = self.speech.load(int(rng.integers(len(self.speech))))
+        label = self.noise.labels[rng.integers(len(self.noise.labels))]
+        noise_index = self.noise.by_label[label][rng.integers(len(self.noise.by_label[label]))]
+        example = self.mixer(speech, self.noise.load(noise_index), rng)
+        if example is not None:
+            example["noise_class"] = self.noise.labels.index(label)
+        return example
 
 
 class SeparationDataModule(pl.LightningDataModule):
@@ -71,7 +83,8 @@ class SeparationDataModule(pl.LightningDataModule):
 
     Real noise classes are the sub-folders of the noise folder (or UrbanSound8K classes); a class
     not found there but known to the synthetic generator (e.g. `tone`) is synthesised, as the
-    study did for tones.
+    study did for tones. `augment` holds the settings of `AugmentConfig` (the config's
+    `data.augment`); left out, mixtures are not augmented.
     """
 
     def __init__(
@@ -100,10 +113,13 @@ class SeparationDataModule(pl.LightningDataModule):
         synthetic_utterances: int = 3,
         synthetic_noise_recordings: int = 24,
         synthetic_seconds: float = 4.0,
+        augment: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.mixer = Mixer(int(round(segment_seconds * sample_rate)), tuple(snr_db), tuple(gain_db))
+        # None (the argument left out) = no augmentation; the config's data.augment turns it on
+        self.augment = AugmentConfig.from_dict(augment) if augment is not None else AugmentConfig(enabled=False)
         self.corpora: dict[str, tuple[Corpus, Corpus]] = {}
         self.datasets: dict[str, MixtureDataset] = {}
 
@@ -182,7 +198,9 @@ class SeparationDataModule(pl.LightningDataModule):
             # Decode everything once in this process, before data-loader workers fork and share it.
             speech.preload()
             noise.preload()
-            self.datasets[name] = MixtureDataset(speech, noise, self.mixer, lengths[name], seeds[name])
+            augmented = self.augment.enabled and (name == "train" or self.augment.eval)
+            augmenter = Augmenter(self.augment, speech, noise, self.mixer, h.sample_rate) if augmented else None
+            self.datasets[name] = MixtureDataset(speech, noise, self.mixer, lengths[name], seeds[name], augmenter)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         h = self.hparams

@@ -27,9 +27,12 @@ def crop_or_pad(x: np.ndarray, length: int, rng: np.random.Generator, loop: bool
     return out
 
 
-def active_excerpt(x: np.ndarray, length: int, rng: np.random.Generator, loop: bool, tries: int = 8) -> np.ndarray | None:
-    """An excerpt with at least 1% of the signal's mean power (not a pause), or None if none is found."""
-    floor = 0.01 * power(x)
+def active_excerpt(x: np.ndarray, length: int, rng: np.random.Generator, loop: bool, tries: int = 8,
+                   mean_power: float | None = None) -> np.ndarray | None:
+    """An excerpt with at least 1% of the signal's mean power (not a pause), or None if none is found.
+
+    `mean_power` is power(x), when the caller has it already (it costs a pass over the whole recording)."""
+    floor = 0.01 * (power(x) if mean_power is None else mean_power)
     if floor == 0.0:
         return None
     for _ in range(tries):
@@ -58,8 +61,13 @@ class Mixer:
             if lo > hi:
                 raise ValueError(f"data.{name}: range [{lo}, {hi}] has its low end above its high end")
 
-    def mix(self, speech: np.ndarray, noise: np.ndarray, snr_db: float, gain_db: float) -> dict[str, np.ndarray]:
-        """Mix equal-length segments at exactly `snr_db`, with the mixture's RMS at `gain_db` dBFS."""
+    def mix(self, speech: np.ndarray, noise: np.ndarray, snr_db: float, gain_db: float,
+            target: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Mix equal-length segments at exactly `snr_db`, with the mixture's RMS at `gain_db` dBFS.
+
+        `target` (e.g. the dry or early part of reverberant `speech`) is returned as the speech, and
+        the noise is then mixture − target, so that mixture = speech + noise still holds.
+        """
         ps, pn = power(speech), power(noise)
         if ps == 0.0 or pn == 0.0:
             raise ValueError("cannot set an SNR with a silent speech or noise segment")
@@ -69,6 +77,8 @@ class Mixer:
         peak = float(np.max(np.abs(mixture))) * gain
         if peak > 0.99:
             gain *= 0.99 / peak
+        if target is not None:
+            speech, noise = target, mixture - target
         return {
             "mixture": (mixture * gain).astype(np.float32),
             "speech": (speech * gain).astype(np.float32),

@@ -38,13 +38,14 @@ class Backend(Protocol):
     def describe(self) -> dict: ...
 
 
-def receptive_field(model: Separator, frames: int = 128) -> int:
+def receptive_field(model: Separator, frames: int = 128, max_frames: int = 8192) -> int:
     """Input frames on each side that an output frame depends on, found by back-propagation.
 
     Measured rather than derived from the architecture, so it holds for every block type, depth and
     future change. The gradient of a `time_factor`-wide group of output frames (all positions on the
     down-sampling grid) reaches exactly the inputs they depend on; the window doubles until the
-    reach stays inside it.
+    reach stays inside it. A model whose reach still hits an edge of `max_frames` frames (a window of about a minute
+    at 16 kHz) has no usable bound, as with a recurrent layer over all frames, and is refused.
     """
     factor = model.net.factor
     fe = model.frontend
@@ -63,6 +64,10 @@ def receptive_field(model: Separator, frames: int = 128) -> int:
             first, last = int(reached.min()), int(reached.max())
             if first > 0 and last < frames - 1:
                 return max(centre - first, last - (centre + factor - 1))
+            if frames >= max_frames:
+                raise ValueError(f"the model's output depends on input frames more than {frames // 2} frames away "
+                                 "(an unbounded receptive field, e.g. a recurrent layer over all frames), so "
+                                 "chunked separation cannot match the whole file")
             frames *= 2
     finally:
         model.train(was_training)

@@ -26,7 +26,7 @@ import soxr
 import torch
 import torch.nn.functional as F
 
-from sepgan.audio import AudioError
+from sepgan.audio import AudioError, FiniteCheck
 
 EPS = 1e-8  # as in sepgan.audio.rms, so chunked and whole-file scaling agree
 
@@ -113,18 +113,24 @@ class ChunkedSeparator:
         tail = buffer[:, last * core - start:]
         yield self._speech(tail[None], scale)[0][..., 0 if last == 0 else context:]
 
-    def separate(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None) -> np.ndarray:
+    def separate(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None,
+                 fix_nonfinite: bool = False) -> np.ndarray:
         """Speech of in-memory audio (channels, samples) or (samples,) at `sample_rate` (default: the model's).
 
-        The result has the input's shape and rate; each channel is cleaned on its own.
+        The result has the input's shape and rate; each channel is cleaned on its own. NaN or
+        infinite samples are a `NonFiniteAudioError` giving the first one's time
+        (`fix_nonfinite`: zeros in a copy, and a `NonFiniteWarning`).
         """
         if isinstance(wav, torch.Tensor):
             wav = wav.detach().cpu().numpy()
-        wav = np.asarray(wav, np.float32)
+        wav = np.array(wav, np.float32, copy=True) if fix_nonfinite else np.asarray(wav, np.float32)
         if wav.ndim not in (1, 2) or wav.shape[-1] == 0:
             raise ValueError(f"expected audio of shape (samples,) or (channels, samples), got {wav.shape}")
         signal = wav.reshape(-1, wav.shape[-1])
         rate = sample_rate or self.sample_rate
+        finite = FiniteCheck("the audio given to separate()", rate, fix_nonfinite)
+        finite.check(signal)
+        finite.done()
         model_rate = list(resampled([signal], rate, self.sample_rate, len(signal)))
         scale, total = level(model_rate)
         speech = resampled(self.stream(model_rate, total, scale), self.sample_rate, rate, len(signal))

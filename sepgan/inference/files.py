@@ -6,36 +6,45 @@ removed noise is written), so memory stays flat in the file's length.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import io
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from sepgan.atomic import AtomicFile
-from sepgan.audio import AudioError, audio_info
+from sepgan.audio import AudioError, audio_info, read_blocks
 from sepgan.inference.chunked import ChunkedSeparator, check_dry, fit_length, level, resampled, with_dry
 
 # Output formats by name (`--format`); libsndfile's name for each.
 FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aiff": "AIFF"}
+# Encoder limits (highest rate, most channels), by subtype or format, checked before any attempt:
+# libsndfile 1.2 with libvorbis crashes the process (a segfault) instead of refusing Vorbis above
+# them, and refuses FLAC above them with a bare "Format not recognised".
+_ENCODER_LIMITS = {"VORBIS": (200_000, 255), "FLAC": (655_350, 8)}
 
 
-def read_blocks(path: Path, block_frames: int, mono: bool) -> Iterator[np.ndarray]:
-    """A file as float32 blocks (channels, n), optionally mixed down; corrupt or truncated data is named."""
-    info = audio_info(path)
-    done = 0
+@lru_cache(maxsize=256)
+def cannot_write(format: str, subtype: str, channels: int, sample_rate: int) -> str | None:
+    """Why libsndfile cannot write this format, subtype, channel count and rate; None if it can.
+
+    `soundfile.check_format` is not enough: it accepts pairs no encoder writes (WAV holding MP3)
+    and knows nothing of channel or rate limits (FLAC: 8 channels, 655350 Hz), so an empty file is
+    opened in memory to find out.
+    """
+    for encoder in (subtype, format):
+        rate_max, channels_max = _ENCODER_LIMITS.get(encoder, (sample_rate, channels))
+        if sample_rate > rate_max or channels > channels_max:
+            return f"the {encoder} encoder takes at most {rate_max} Hz and {channels_max} channels"
     try:
-        with sf.SoundFile(str(path)) as f:
-            for data in f.blocks(block_frames, dtype="float32", always_2d=True):
-                done += len(data)
-                block = np.ascontiguousarray(data.T)
-                yield block.mean(axis=0, keepdims=True) if mono else block
-    except RuntimeError as err:  # libsndfile's decoding errors
-        raise AudioError(f"cannot decode '{path}' after {done / info.samplerate:.1f} s ({err}); "
-                         f"the file may be truncated or corrupt") from None
-    if done < info.frames:
-        raise AudioError(f"'{path}' is truncated: its header promises {info.frames} samples, only {done} could be read")
+        with sf.SoundFile(io.BytesIO(), "w", sample_rate, channels, subtype, format=format):
+            pass
+    except Exception as err:  # LibsndfileError for what the encoder refuses, ValueError for bad names
+        return getattr(err, "error_string", None) or str(err)
+    return None
 
 
 class _Takes:
@@ -65,17 +74,27 @@ class OutputFormat:
 
     @classmethod
     def for_input(cls, info, format: str | None = None, subtype: str | None = None,
-                  sample_rate: int | None = None) -> OutputFormat:
-        """The input's format, subtype and rate, except where asked otherwise (and where the format allows)."""
+                  sample_rate: int | None = None, channels: int | None = None) -> OutputFormat:
+        """The input's format, subtype and rate, except where asked otherwise (and where the format allows).
+
+        Any format libsndfile reads converts to any format it writes: a subtype the output cannot
+        hold (an MP3 input written as WAV) becomes the output's default one. A combination no encoder
+        takes (FLAC with 9 channels, Vorbis at 384 kHz) is a `ValueError` saying why.
+        `channels` is what will be written (default: the input's).
+        """
         fmt = FORMATS[format] if format else info.format
-        if subtype is None:
-            subtype = info.subtype if sf.check_format(fmt, info.subtype) else sf.default_subtype(fmt)
-        if not sf.check_format(fmt, subtype):
-            raise ValueError(f"format {fmt} cannot hold {subtype} samples; "
-                             f"choose one of {sorted(sf.available_subtypes(fmt))}")
         if sample_rate is not None and sample_rate <= 0:
             raise ValueError(f"sample rate must be positive, got {sample_rate}")
-        return cls(fmt, subtype, sample_rate or info.samplerate)
+        rate, channels = sample_rate or info.samplerate, channels or info.channels
+        if subtype is None:
+            subtype = info.subtype if not cannot_write(fmt, info.subtype, channels, rate) else sf.default_subtype(fmt)
+        if not sf.check_format(fmt, subtype or ""):
+            raise ValueError(f"format {fmt} cannot hold {subtype} samples; "
+                             f"choose one of {sorted(sf.available_subtypes(fmt))}")
+        if why := cannot_write(fmt, subtype, channels, rate):
+            raise ValueError(f"cannot write {fmt} ({subtype}) with {channels} channel(s) at {rate} Hz: {why}; "
+                             f"choose another format or sample rate")
+        return cls(fmt, subtype, rate)
 
 
 class _AudioWriter:
@@ -105,32 +124,34 @@ class _AudioWriter:
 def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str | Path,
                   noise_path: str | Path | None = None, *, mono: bool = False, out: OutputFormat | None = None,
                   overwrite: bool = False, dry: float = 0.0, block_seconds: float = 1.0,
-                  progress: Callable[[float], None] | None = None) -> dict:
+                  progress: Callable[[float], None] | None = None, fix_nonfinite: bool = False) -> dict:
     """Clean one file into `speech_path` (and the removed part into `noise_path`), streaming.
 
     The file is read in blocks: once for its level, once to separate, and once more to subtract
     when the noise is written or the input mixed back in (each pass streams, so memory stays flat).
     The noise is the input minus the speech at the output rate, so the two add up to the input
-    (what the model removed, including anything above the model's band). `dry` (0 to 1) mixes that share of the input back
-    into the speech (and takes it out of the noise). Returns a summary (seconds, clipped samples).
+    (what the model removed, including anything above the model's band). `dry` (0 to 1) mixes that
+    share of the input back into the speech (and takes it out of the noise). A NaN or infinite
+    sample is an error found by the first pass, before anything is written (`fix_nonfinite`: zeros,
+    and a `NonFiniteWarning` from each pass). Returns a summary (seconds, clipped samples).
     """
     dry = check_dry(dry)
     source = Path(source)
     info = audio_info(source)
-    out = out or OutputFormat.for_input(info)
+    channels = 1 if mono else info.channels
+    out = out or OutputFormat.for_input(info, channels=channels)
     targets = [Path(p) for p in (speech_path, noise_path) if p is not None]
     for target in targets:
         if target.exists() and target.resolve() == source.resolve():
             raise FileExistsError(f"refusing to write over the input '{source}'")
         if target.exists() and not overwrite:
             raise FileExistsError(f"'{target}' exists; not overwritten (--overwrite to replace)")
-    channels = 1 if mono else info.channels
     rate, model_rate = info.samplerate, engine.sample_rate
     block = max(1, round(block_seconds * rate))
     n_out = round(info.frames * out.sample_rate / rate)
 
     def model_blocks(report=None):
-        for b in read_blocks(source, block, mono):
+        for b in read_blocks(source, block, mono, fix_nonfinite):
             if report:
                 report(b.shape[1] / rate)
             yield b
@@ -138,10 +159,13 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
     scale, total = level(resampled(model_blocks(), rate, model_rate, channels))
     speech = fit_length(resampled(engine.stream(resampled(model_blocks(progress), rate, model_rate, channels),
                                                 total, scale), model_rate, out.sample_rate, channels), n_out)
-    mixture = _Takes(resampled(read_blocks(source, block, mono), rate, out.sample_rate, channels), channels)
-    writers = [_AudioWriter(p, channels, out, overwrite) for p in targets]
+    mixture = _Takes(resampled(read_blocks(source, block, mono, fix_nonfinite), rate, out.sample_rate, channels),
+                     channels)
+    writers: list[_AudioWriter] = []
     clipped = 0
     try:
+        for target in targets:  # one at a time, so an error opening the second discards the first
+            writers.append(_AudioWriter(target, channels, out, overwrite))
         for s in speech:
             m = mixture.take(s.shape[1]) if dry or noise_path is not None else None
             s = with_dry(s, m, dry)

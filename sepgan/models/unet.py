@@ -4,6 +4,9 @@
 and as many decoder levels, so 7 blocks = 3 down-samplings. Down-sampling is a 2x2 stride-2
 convolution and up-sampling a 2x2 stride-2 transposed convolution, as in the study; skips are
 concatenated. Inputs of any size are zero-padded to a multiple of 2**levels and cropped back.
+
+`bottleneck` adds temporal modelling after the bottleneck block: `none` (the study's U-Net) or
+`dilated` (`DilatedTemporal`: residual dilated convolutions over time, `dilations` per layer).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepgan.models.blocks import BLOCKS, make_activation, make_norm
+from sepgan.models.blocks import BLOCKS, DilatedTemporal, make_activation, make_norm
 
 
 class UNet(nn.Module):
@@ -30,12 +33,17 @@ class UNet(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
         bn_factor: int = 16,
+        bottleneck: str = "none",
+        dilations: tuple[int, ...] = (1, 2, 4, 8),
+        temporal_kernel: int = 3,
     ):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"model.unet.block must be one of {sorted(BLOCKS)}, got '{block}'")
         if n_blocks < 3 or n_blocks % 2 == 0:
             raise ValueError(f"model.unet.n_blocks must be odd and >= 3 (e.g. 7 to 17), got {n_blocks}")
+        if bottleneck not in ("none", "dilated"):
+            raise ValueError(f"model.unet.bottleneck must be 'none' or 'dilated', got '{bottleneck}'")
         self.levels = (n_blocks - 1) // 2
         self.factor = 2 ** self.levels
         self.n_freq = n_freq
@@ -56,6 +64,8 @@ class UNet(nn.Module):
             make_block(ch[i], ch[i], padded_freq // 2**i, **opts) for i in range(self.levels))
         self.downs = nn.ModuleList(down(ch[i], ch[i + 1]) for i in range(self.levels))
         self.bottleneck = make_block(ch[-1], ch[-1], padded_freq // self.factor, **opts)
+        self.temporal = (DilatedTemporal(ch[-1], tuple(dilations), temporal_kernel, norm, activation)
+                         if bottleneck == "dilated" else nn.Identity())
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.ups = nn.ModuleList(up(ch[i + 1], ch[i]) for i in range(self.levels))
         self.decoders = nn.ModuleList(
@@ -75,7 +85,7 @@ class UNet(nn.Module):
             h = encode(h)
             skips.append(h)
             h = down(h)
-        h = self.dropout(self.bottleneck(h))
+        h = self.dropout(self.temporal(self.bottleneck(h)))
         for level in reversed(range(self.levels)):
             h = self.ups[level](h)
             h = self.decoders[level](torch.cat((h, skips[level]), dim=1))

@@ -21,11 +21,12 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Upl
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from starlette.datastructures import Headers
 
 from sepgan.audio import FrontEnd, load_audio
 from sepgan.inference.files import OutputFormat, separate_file
 from sepgan.plots import spectrogram_figure
-from sepgan.serve.service import LIBSNDFILE_TO_NAME, MEDIA_TYPES, Service, Settings, mono_at
+from sepgan.serve.service import LIBSNDFILE_TO_NAME, MEDIA_TYPES, Limits, Service, Settings, mono_at
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 ACCEPTED = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/vnd.wave": "wav",
@@ -98,7 +99,8 @@ async def page():
 @router.get("/api/health", summary="Whether the server is up, how busy it is, and its limits")
 async def health(svc: Service = Depends(service)):
     return dict(status="ok", **svc.pool.status(),
-                limits=dict(max_upload_mb=svc.settings.max_upload_mb, max_seconds=svc.settings.max_seconds))
+                limits=dict(max_upload_mb=svc.settings.max_upload_mb, max_seconds=svc.settings.max_seconds,
+                            max_samples=svc.limits.max_samples))
 
 
 @router.get("/api/models", summary="The model this server runs")
@@ -134,9 +136,9 @@ async def separate(request: Request, file: UploadFile = File(..., description="a
     folder = svc.request_folder()
 
     async def work():
-        source, name, info = await svc.receive(file, folder, "input")
+        source, name, info = await svc.receive(file, folder, "input", output_rate=sample_rate)
         name_out = fmt or LIBSNDFILE_TO_NAME.get(info.format, "wav")  # other formats come back as wav
-        out = OutputFormat.for_input(info, name_out, None, sample_rate)
+        out = OutputFormat.for_input(info, name_out, None, sample_rate, 1 if mono else None)
         speech, noise = folder / f"speech.{name_out}", folder / f"noise.{name_out}"
         await svc.pool.run(separate_file, svc.engine, source, speech, noise if stem == "noise" or parts else None,
                            mono=mono, out=out, dry=dry)
@@ -238,7 +240,7 @@ def create_app(settings: Settings):
     app.state.scratch = svc.scratch
     app.state.pool = svc.pool
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.middleware("http")(_refuse_oversized_bodies)
+    app.add_middleware(_BodyLimit, limits=svc.limits)
     app.include_router(router)
     return app
 
@@ -247,12 +249,51 @@ async def _validation_error(_request, exc: RequestValidationError):
     return JSONResponse({"detail": _readable_validation_error(exc)}, status_code=422)
 
 
-async def _refuse_oversized_bodies(request: Request, call_next):
-    """Answer 413 from the Content-Length alone, before a byte of an oversized upload is read."""
-    limits = request.app.state.service.limits
-    length = request.headers.get("content-length", "")
-    files = 2 if request.url.path == "/api/spectrogram" else 1
-    if request.method == "POST" and length.isdigit() and int(length) > files * limits.max_bytes + FORM_OVERHEAD:
-        return JSONResponse({"detail": f"request of {int(length) / 1e6:.1f} MB is larger than this server's "
-                                       f"upload limit of {limits.max_bytes / 1e6:g} MB"}, status_code=413)
-    return await call_next(request)
+class _BodyTooLarge(HTTPException):
+    pass
+
+
+class _BodyLimit:
+    """A 413 for a request body over the upload limit, before more than the limit has been read.
+
+    From the Content-Length when there is one (nothing is read), and by counting the bytes as they
+    arrive whatever the headers say (a chunked upload has no length): Starlette parses the multipart
+    form, and spools its files to disk, before a route runs, so the count has to sit below it, on
+    the ASGI `receive`. Each file is then checked against the limit on its own (`Service.receive`).
+    """
+
+    def __init__(self, app, limits: Limits):
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        files = 2 if scope["path"] == "/api/spectrogram" else 1
+        limit = files * self.limits.max_bytes + FORM_OVERHEAD
+        too_large = f"larger than this server's upload limit of {self.limits.max_bytes / 1e6:g} MB"
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            response = JSONResponse({"detail": f"request of {int(length) / 1e6:.1f} MB is {too_large}"}, 413)
+            return await response(scope, receive, send)
+        received, started = 0, False
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # FastAPI re-raises an HTTPException from reading the body: a 413
+                    raise _BodyTooLarge(413, f"request body {too_large} (stopped after {received / 1e6:.1f} MB)")
+            return message
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _BodyTooLarge as err:  # where no exception handler below turned it into the response
+            if started:
+                raise
+            await JSONResponse({"detail": err.detail}, 413)(scope, receive, send)

@@ -1,0 +1,247 @@
+import numpy as np
+import pytest
+import torch
+from scipy import signal as sps
+
+from sepgan.data import SeparationDataModule
+from sepgan.data.augment import (
+    BABBLE,
+    COLOURED,
+    AugmentConfig,
+    Augmenter,
+    biquad,
+    circular_convolve,
+    coloured_noise,
+    convolve,
+    room_impulse_response,
+)
+from sepgan.data.mixing import power
+from sepgan.training.config import compose_config
+
+SR = 16000
+SMALL = dict(sample_rate=SR, segment_seconds=0.5, batch_size=2, num_workers=0, train_examples=4, val_examples=6,
+             test_examples=4, synthetic_speakers=12, synthetic_utterances=1, synthetic_noise_recordings=4,
+             synthetic_seconds=1.0)
+# Everything off: each test turns on what it checks.
+QUIET = {"sources": {"recorded": 1.0}, "second_source": 0.0, "eq": {"speech": 0.0, "noise": 0.0},
+         "band_limit": {"speech": 0.0, "noise": 0.0}, "reverb": {"prob": 0.0}}
+
+
+def datamodule(**augment) -> SeparationDataModule:
+    dm = SeparationDataModule(**SMALL, augment={**QUIET, **augment})
+    dm.setup()
+    return dm
+
+
+def examples(dm: SeparationDataModule, count: int = 12, split: str = "train") -> list[dict]:
+    return [dm.datasets[split][i] for i in range(count)]
+
+
+def assert_sums(example: dict) -> None:
+    torch.testing.assert_close(example["mixture"], example["speech"] + example["noise"], atol=1e-6, rtol=0)
+
+
+def band_power_db(x: np.ndarray, low: float, high: float) -> float:
+    f, p = sps.welch(np.asarray(x, np.float64), fs=SR, nperseg=1024)
+    return 10 * np.log10(np.sum(p[(f >= low) & (f <= high)]) + 1e-30)
+
+
+def decay_time(rir: np.ndarray, sos: np.ndarray) -> float:
+    """RT60 of a band from the Schroeder backward integral: the fit from −5 to −25 dB, times 3 (T20)."""
+    band = sps.sosfilt(sos, rir)
+    energy = np.cumsum(band[::-1] ** 2)[::-1]
+    curve = 10 * np.log10(energy / energy[0])
+    t = np.arange(len(rir)) / SR
+    span = (curve <= -5) & (curve >= -25)
+    slope = np.polyfit(t[span], curve[span], 1)[0]
+    return -60.0 / slope
+
+
+@pytest.mark.parametrize("exponent", [-1.0, 0.0, 1.0, 2.0])  # blue, white, pink, brown
+def test_coloured_noise_has_the_asked_spectral_slope(exponent):
+    x = coloured_noise(4 * SR, exponent, SR, np.random.default_rng(0))
+    f, p = sps.welch(x, fs=SR, nperseg=2048)
+    band = (f >= 200) & (f <= 6000)
+    slope = np.polyfit(np.log10(f[band]), np.log10(p[band]), 1)[0]
+    assert abs(slope + exponent) < 0.1
+    assert abs(power(x) - 1.0) < 1e-9
+
+
+def test_biquads_have_the_asked_gain():
+    def gain_at(sos, hz):
+        return 20 * np.log10(abs(sps.sosfreqz(sos, worN=[hz], fs=SR)[1][0]))
+
+    peak = biquad("peaking", 1000.0, 9.0, 2.0, SR).reshape(1, 6)
+    assert abs(gain_at(peak, 1000.0) - 9.0) < 0.01 and abs(gain_at(peak, 6000.0)) < 0.5
+    low = biquad("low_shelf", 300.0, -6.0, 0.707, SR).reshape(1, 6)
+    assert abs(gain_at(low, 20.0) + 6.0) < 0.1 and abs(gain_at(low, 6000.0)) < 0.1
+    high = biquad("high_shelf", 3000.0, 6.0, 0.707, SR).reshape(1, 6)
+    assert abs(gain_at(high, 7900.0) - 6.0) < 0.1 and abs(gain_at(high, 50.0)) < 0.1
+
+
+def test_band_limited_speech_has_no_energy_above_the_cutoff():
+    dm = datamodule(sources={"coloured": 1.0}, coloured_exponent=[0.0, 0.0],
+                    band_limit={"speech": 1.0, "noise": 0.0, "cutoff_hz": [2000.0, 2000.0], "high_pass": 0.0})
+    for example in examples(dm, 6):
+        assert_sums(example)
+        speech, noise = example["speech"].numpy(), example["noise"].numpy()
+        assert band_power_db(speech, 2400, 8000) < band_power_db(speech, 0, 2000) - 50
+        assert band_power_db(noise, 2400, 8000) > band_power_db(noise, 0, 2000)  # white: most of it up there
+
+
+def test_equalised_noise_is_not_white_any_more():
+    dm = datamodule(sources={"coloured": 1.0}, coloured_exponent=[0.0, 0.0],
+                    eq={"speech": 0.0, "noise": 1.0, "filters": [3, 3], "gain_db": [12.0, 12.0]})
+    white = coloured_noise(8000, 0.0, SR, np.random.default_rng(1))
+    spread = lambda x: np.ptp(10 * np.log10(sps.welch(np.asarray(x, np.float64), fs=SR, nperseg=256)[1][2:-2]))
+    assert all(spread(e["noise"].numpy()) > spread(white) + 6 for e in examples(dm, 6))
+
+
+def test_babble_talkers_are_training_speakers_other_than_the_target():
+    dm = datamodule(sources={BABBLE: 1.0}, babble_talkers=[3, 3])
+    augmenter = dm.datasets["train"].augmenter
+    train, held_out = dm.corpora["train"][0], dm.corpora["val"][0].recordings + dm.corpora["test"][0].recordings
+    assert augmenter.speech is train
+    target = train.recordings[0].group
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        signal, used = augmenter.babble(rng, target)
+        groups = [train.recordings[i].group for i in used]
+        assert len(groups) == 3 == len(set(groups)) and target not in groups
+        assert not set(groups) & {r.group for r in held_out}
+        assert signal.shape == (8000,) and power(signal) > 0
+    for example in examples(dm, 4):
+        assert_sums(example)
+        assert dm.datasets["train"].noise_labels[example["noise_class"]] == BABBLE
+    ranged = datamodule(sources={BABBLE: 1.0}, babble_talkers=[2, 6]).datasets["train"].augmenter
+    assert {len(ranged.babble(rng, target)[1]) for _ in range(60)} == {2, 3, 4, 5, 6}
+
+
+def test_snr_and_level_stay_in_the_configured_ranges():
+    dm = datamodule(sources={"recorded": 1.0, BABBLE: 1.0, "coloured": 1.0}, second_source=0.5,
+                    snr_db=[10.0, 20.0], gain_db=[-40.0, -30.0])
+    for example in examples(dm, 20):
+        assert_sums(example)
+        snr = 10 * np.log10(power(example["speech"].numpy()) / power(example["noise"].numpy()))
+        assert 10.0 - 0.01 <= snr <= 20.0 + 0.01 and abs(snr - float(example["snr_db"])) < 0.01
+        assert -40.01 <= 10 * np.log10(power(example["mixture"].numpy())) <= -29.99
+
+
+def test_a_second_source_is_added_as_often_as_asked(monkeypatch):
+    calls, original = [], Augmenter.noise_source
+
+    def counted(self, rng, speaker):
+        calls.append(speaker)
+        return original(self, rng, speaker)
+
+    monkeypatch.setattr(Augmenter, "noise_source", counted)
+    for probability, expected in ((0.0, 8), (1.0, 16)):
+        calls.clear()
+        examples(datamodule(second_source=probability), 8)
+        assert len(calls) == expected
+
+
+@pytest.mark.parametrize("rt60", [0.3, 0.8])
+def test_room_response_decays_with_the_asked_rt60_and_drr(rt60):
+    rir = room_impulse_response(SR, rt60, 3.0, np.random.default_rng(2), hf_ratio=0.5)
+    assert len(rir) == int(rt60 * SR) and rir[0] == 1.0 and np.argmax(np.abs(rir)) == 0
+    assert abs(10 * np.log10(1.0 / np.sum(rir[1:] ** 2)) - 3.0) < 1e-6
+    low = sps.butter(4, 1000, "lowpass", fs=SR, output="sos")
+    high = sps.butter(4, 4000, "highpass", fs=SR, output="sos")
+    tail = rir.copy()
+    tail[0] = 0.0  # the direct path's own ringing in the band filter is not the room's decay
+    assert abs(decay_time(tail, low) / rt60 - 1) < 0.1
+    assert abs(decay_time(tail, high) / (0.5 * rt60) - 1) < 0.15
+
+
+def test_reverberant_mixtures_keep_target_plus_noise():
+    room = {"prob": 1.0, "rt60": [0.4, 0.4], "drr_db": [0.0, 0.0]}
+    early = examples(datamodule(eval=True, reverb={**room, "target": "early"}), 4, "val")
+    dry = examples(datamodule(eval=True, reverb={**room, "target": "dry"}), 4, "val")
+    for e, d in zip(early, dry):
+        assert_sums(e)
+        assert_sums(d)
+        torch.testing.assert_close(e["mixture"], d["mixture"])  # the same room and noise, another target
+        assert not torch.allclose(e["speech"], d["speech"], atol=1e-4)
+        # the early target (direct + 50 ms) is closer to the mixture than the dry source is
+        corr = lambda a, b: float(torch.dot(a, b) / (a.norm() * b.norm()))
+        assert corr(e["speech"], e["mixture"]) > corr(d["speech"], d["mixture"])
+
+
+def test_validation_and_test_are_fixed_and_unaugmented_by_default():
+    plain = SeparationDataModule(**SMALL)
+    plain.setup()
+    a, b = datamodule(eval=False, second_source=1.0), datamodule(eval=False, second_source=1.0)
+    for split in ("val", "test"):
+        assert a.datasets[split].augmenter is None
+        for i in range(len(a.datasets[split])):
+            assert torch.equal(a.datasets[split][i]["mixture"], plain.datasets[split][i]["mixture"])
+    assert not torch.equal(a.datasets["train"][0]["mixture"], b.datasets["train"][0]["mixture"])
+
+
+def test_augmented_validation_is_the_same_in_two_builds():
+    config = dict(eval=True, sources={"recorded": 1.0, BABBLE: 1.0, "coloured": 1.0}, second_source=0.5,
+                  eq={"speech": 0.5, "noise": 0.5}, band_limit={"speech": 0.3, "noise": 0.3}, reverb={"prob": 0.5})
+    a, b = datamodule(**config), datamodule(**config)
+    plain = SeparationDataModule(**SMALL)
+    plain.setup()
+    for split in ("val", "test"):
+        for i in range(len(a.datasets[split])):
+            x, y = a.datasets[split][i], b.datasets[split][i]
+            assert all(torch.equal(x[k], y[k]) for k in ("mixture", "speech", "noise"))
+            assert_sums(x)
+        assert not torch.equal(a.datasets[split][0]["mixture"], plain.datasets[split][0]["mixture"])
+    labels = a.datasets["val"].noise_labels
+    assert labels[-2:] == [BABBLE, COLOURED]
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match=r"data.augment: unknown key\(s\) \['revreb'\]"):
+        AugmentConfig.from_dict({"revreb": {}})
+    with pytest.raises(ValueError, match=r"data.augment.eq: unknown key\(s\) \['gain'\]"):
+        AugmentConfig.from_dict({"eq": {"gain": [0, 1]}})
+    with pytest.raises(ValueError, match=r"data.augment.snr_db: expected \[low, high\]"):
+        AugmentConfig.from_dict({"snr_db": [20, 10]})
+    with pytest.raises(ValueError, match=r"data.augment.reverb.prob: a probability"):
+        AugmentConfig.from_dict({"reverb": {"prob": 1.5}})
+    with pytest.raises(ValueError, match="data.augment.sources"):
+        AugmentConfig.from_dict({"sources": {"wind": 1.0}})
+    with pytest.raises(ValueError, match="'early' or 'dry'"):
+        AugmentConfig.from_dict({"reverb": {"target": "late"}})
+
+
+def test_config_turns_augmentation_on_for_training_but_not_for_the_study_experiments():
+    from hydra.utils import instantiate
+
+    cfg = compose_config(["experiment=demo", "data.num_workers=0", "data.train_examples=2", "data.val_examples=2",
+                          "data.test_examples=2", "data.synthetic_speakers=6", "data.synthetic_utterances=1",
+                          "data.synthetic_noise_recordings=3", "data.synthetic_seconds=1.0"])
+    dm = instantiate(cfg.data)
+    dm.setup()
+    assert dm.datasets["train"].augmenter is not None and dm.datasets["val"].augmenter is None
+    assert dm.augment.snr_db == (-5.0, 20.0)
+    for experiment in ("tone", "dog_bark", "air_conditioner", "pretrained"):
+        assert compose_config([f"experiment={experiment}"]).data.augment.enabled is False
+
+
+def test_fft_convolutions_match_direct_ones():
+    rng = np.random.default_rng(5)
+    x, h = rng.standard_normal(1000), rng.standard_normal(2500)  # a response longer than the signal
+    full, short = convolve(x, [h, h[:30]], 200, 700)
+    np.testing.assert_allclose(full, np.convolve(x, h)[200:900], atol=1e-9)
+    np.testing.assert_allclose(short, np.convolve(x, h[:30])[200:900], atol=1e-9)
+    wrapped = np.pad(np.convolve(x, h), (0, 1000))  # every 1000-sample block, the last one zero-padded
+    expected = sum(wrapped[s:s + 1000] for s in range(0, len(x) + len(h) - 1, 1000))
+    np.testing.assert_allclose(circular_convolve(x, h), expected, atol=1e-9)
+
+
+def test_evaluate_can_score_augmented_held_out_mixtures_with_their_noise_kinds():
+    from sepgan.evaluation import ConfigMixtures
+
+    data = ["synthetic_speakers=30", "synthetic_utterances=1", "synthetic_noise_recordings=3", "synthetic_seconds=1.0",
+            "segment_seconds=0.5", "augment.eval=true", "augment.sources.recorded=0"]  # 3 test speakers
+    held_out = list(ConfigMixtures(data, 8000, split="test", count=8))
+    assert {e.noise_class for e in held_out} == {BABBLE, COLOURED}
+    assert all(-5.0 - 1e-3 <= e.snr_db <= 20.0 + 1e-3 for e in held_out)
+    again = list(ConfigMixtures(data, 8000, split="test", count=8))
+    assert all(np.array_equal(a.mixture, b.mixture) for a, b in zip(held_out, again))
