@@ -21,6 +21,8 @@ import soundfile as sf
 import soxr
 import torch
 
+from sepgan.numerics import compression_gain, expand, expansion_gain, full_precision, upcast
+
 # File name extensions of the formats libsndfile reads (MP3 since libsndfile 1.1), for folder scans.
 _EXTENSIONS_BY_FORMAT = {
     "WAV": (".wav", ".wave"), "RF64": (".rf64",), "W64": (".w64",), "FLAC": (".flac",),
@@ -288,60 +290,72 @@ class FrontEnd:
         return torch.hann_window(self.n_fft, device=like.device, dtype=like.dtype)
 
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
-        """Complex spectrogram (..., freq, frames) of waveforms (..., samples)."""
+        """Complex spectrogram (..., freq, frames) of waveforms (..., samples), in full precision."""
         if wav.shape[-1] < self.n_fft:
             raise ValueError(
                 f"signal of {wav.shape[-1]} samples is shorter than frontend.n_fft={self.n_fft}"
             )
         lead = wav.shape[:-1]
-        spec = torch.stft(
-            wav.reshape(-1, wav.shape[-1]),
-            self.n_fft,
-            self.hop_length,
-            window=self._window(wav),
-            center=True,
-            normalized=True,
-            return_complex=True,
-        )
+        wav = upcast(wav)
+        with full_precision(wav):
+            spec = torch.stft(
+                wav.reshape(-1, wav.shape[-1]),
+                self.n_fft,
+                self.hop_length,
+                window=self._window(wav),
+                center=True,
+                normalized=True,
+                return_complex=True,
+            )
         return spec.reshape(*lead, *spec.shape[-2:])
 
     def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        """Waveforms (..., length) from complex spectrograms (..., freq, frames)."""
+        """Waveforms (..., length) from complex spectrograms (..., freq, frames), in full precision."""
         lead = spec.shape[:-2]
-        wav = torch.istft(
-            spec.reshape(-1, *spec.shape[-2:]),
-            self.n_fft,
-            self.hop_length,
-            window=self._window(spec.real),
-            center=True,
-            normalized=True,
-            length=length,
-        )
+        with full_precision(spec):
+            wav = torch.istft(
+                spec.reshape(-1, *spec.shape[-2:]),
+                self.n_fft,
+                self.hop_length,
+                window=self._window(spec.real),
+                center=True,
+                normalized=True,
+                length=length,
+            )
         return wav.reshape(*lead, length)
 
     def to_features(self, spec: torch.Tensor) -> torch.Tensor:
-        """Model features (batch, channels, freq, frames) from a complex spectrogram (batch, freq, frames)."""
-        mag = spec.abs()
-        if self.representation == "magnitude":
-            return mag.pow(self.compress).unsqueeze(1)
-        if self.compress != 1.0:
-            spec = spec * mag.clamp_min(1e-8).pow(self.compress - 1.0)
-        return torch.stack((spec.real, spec.imag), dim=1)
+        """Model features (batch, channels, freq, frames) from a complex spectrogram (batch, freq, frames).
+
+        Compression (`compress` < 1) goes through `sepgan.numerics.compression_gain`: |X|^p above
+        1e-8 and linear below, so its gradient is finite at silent bins.
+        """
+        with full_precision(spec):
+            if self.representation == "magnitude":
+                mag = spec.abs()
+                if self.compress != 1.0:
+                    mag = mag * compression_gain(mag, self.compress)
+                return mag.unsqueeze(1)
+            if self.compress != 1.0:
+                spec = spec * compression_gain(spec.abs(), self.compress)
+            return torch.stack((spec.real, spec.imag), dim=1)
 
     def from_features(self, features: torch.Tensor, mixture_spec: torch.Tensor | None = None) -> torch.Tensor:
         """Complex spectrogram (batch, freq, frames) from features; magnitude needs the mixture's phase."""
-        if self.representation == "magnitude":
-            if mixture_spec is None:
-                raise ValueError("magnitude features need the mixture's spectrogram to borrow its phase")
-            mag = features[:, 0].clamp_min(0.0).pow(1.0 / self.compress)
-            phase = mixture_spec / mixture_spec.abs().clamp_min(1e-8)
-            # Bins where the mixture is exactly zero have no phase: take a zero-phase unit vector.
-            phase = torch.where(mixture_spec.abs() > 0, phase, torch.ones_like(phase))
-            return mag * phase
-        spec = torch.complex(features[:, 0], features[:, 1])
-        if self.compress != 1.0:
-            spec = spec * spec.abs().clamp_min(1e-8).pow(1.0 / self.compress - 1.0)
-        return spec
+        features = upcast(features)
+        with full_precision(features):
+            if self.representation == "magnitude":
+                if mixture_spec is None:
+                    raise ValueError("magnitude features need the mixture's spectrogram to borrow its phase")
+                mag = expand(features[:, 0].clamp_min(0.0), self.compress)
+                phase = mixture_spec / mixture_spec.abs().clamp_min(1e-8)
+                # Bins where the mixture is exactly zero have no phase: take a zero-phase unit vector.
+                phase = torch.where(mixture_spec.abs() > 0, phase, torch.ones_like(phase))
+                return mag * phase
+            spec = torch.complex(features[:, 0], features[:, 1])
+            if self.compress != 1.0:
+                spec = spec * expansion_gain(spec.abs(), self.compress)
+            return spec
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """Features (batch, channels, freq, frames) of waveforms (batch, samples)."""

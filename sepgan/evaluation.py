@@ -207,19 +207,28 @@ def _unscorable(example: Example) -> str | None:
     return None
 
 
+def model_speech(separator, mixture: np.ndarray) -> np.ndarray:
+    """The speech estimate of a 1-D signal by a `Separator`, on the device its weights are on, or by a
+    `ChunkedSeparator`, on its backend's device."""
+    if isinstance(separator, torch.nn.Module):
+        device = next(separator.parameters()).device
+        return separator.separate(torch.from_numpy(np.ascontiguousarray(mixture)).to(device)).cpu().numpy()
+    return np.asarray(separator.separate(mixture))
+
+
 def _estimate(method: str, example: Example, separator, frontend: FrontEnd) -> np.ndarray:
     if method == "noisy":
         return example.mixture
     if method == "spectral_gating":
         return spectral_gating(example.mixture, example.sample_rate)
-    if method == "model":  # a Separator returns a tensor, a ChunkedSeparator an array
-        return np.asarray(separator.separate(torch.from_numpy(example.mixture)))
+    if method == "model":
+        return model_speech(separator, example.mixture)
     return oracle_mask(example.mixture, example.speech, frontend, kind=method.removeprefix("oracle_"))
 
 
 def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str] = METHODS,
              metrics: Iterable[str] = METRICS, frontend: FrontEnd | None = None, progress: bool = True,
-             info: dict | None = None) -> "Report":
+             info: dict | None = None, device: str | torch.device | None = None) -> "Report":
     """Run each method on each example and score it against the clean speech.
 
     `separator` (a `sepgan.models.Separator`, or a `sepgan.inference.chunked.ChunkedSeparator` for
@@ -227,6 +236,8 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
     use its front-end, or `frontend` when there is no model. Examples must be at the model's
     sample rate. Examples that cannot be scored (silent, shorter than 0.5 s) are skipped and
     listed in the report; measures undefined for one signal are NaN, with the reason in the notes.
+    `device` (e.g. "cuda") moves the separator there first; by default it runs where its weights
+    are. Only the model runs there: metrics, baselines and oracle masks work on the CPU.
     """
     methods, metrics = tuple(methods), tuple(metrics)
     unknown = sorted(set(methods) - set(METHODS))
@@ -234,6 +245,8 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
         raise EvaluationError(f"unknown method(s) {unknown}; known: {list(METHODS)}")
     if "model" in methods and separator is None:
         raise EvaluationError("the 'model' method needs a separator (a checkpoint)")
+    if device is not None and isinstance(separator, torch.nn.Module):  # a ChunkedSeparator's backend has its own
+        separator = separator.to(device)
     frontend = separator.frontend if separator is not None else frontend
     if frontend is None and any(m.startswith("oracle_") for m in methods):
         raise EvaluationError("oracle masks need a front-end: pass a separator or a FrontEnd")

@@ -18,6 +18,7 @@ from torch import nn
 from sepgan.audio import FrontEnd
 from sepgan.metrics import si_sdr
 from sepgan.models.separator import Separation
+from sepgan.numerics import full_precision, upcast
 
 
 def feature_magnitude(features: torch.Tensor) -> torch.Tensor:
@@ -75,7 +76,8 @@ def projection(estimate: torch.Tensor, speech: torch.Tensor, noise: torch.Tensor
     ve = (speech * estimate).sum(-1)
     ne = (noise * estimate).sum(-1)
     ridge = eps * (vv + nn_)  # keeps the 2x2 system solvable when speech and noise are (nearly) parallel
-    det = (vv + ridge) * (nn_ + ridge) - vn * vn
+    # > 0 unless speech and noise are both silent; then a = b = 0 instead of 0/0
+    det = ((vv + ridge) * (nn_ + ridge) - vn * vn).clamp_min(torch.finfo(vv.dtype).tiny)
     a = ((nn_ + ridge) * ve - vn * ne) / det
     b = ((vv + ridge) * ne - vn * ve) / det
     residual = estimate - a[:, None] * speech - b[:, None] * noise
@@ -161,7 +163,15 @@ class SeparationLoss(nn.Module):
             raise ValueError(f"loss.mrstft_resolutions must be [n_fft, hop] pairs, got {mrstft_resolutions}")
 
     def forward(self, sep: Separation, speech: torch.Tensor, noise: torch.Tensor, frontend: FrontEnd):
-        """Total loss and a dict of every unweighted term, for `speech`/`noise` waveforms (batch, samples)."""
+        """Total loss and a dict of every unweighted term, for `speech`/`noise` waveforms (batch, samples).
+
+        Always computed in float32, also under autocast (SSIM's filters and the STFTs of the targets
+        would otherwise run in 16 bits).
+        """
+        with full_precision(speech):
+            return self._terms(sep, upcast(speech), upcast(noise), frontend)
+
+    def _terms(self, sep: Separation, speech: torch.Tensor, noise: torch.Tensor, frontend: FrontEnd):
         terms: dict[str, torch.Tensor] = {}
         w = self.weights
         if w.keys() & {"mse", "noise_weighted_mse", "ssim"}:
@@ -231,5 +241,6 @@ def adversarial_objective(name: str) -> AdversarialObjective:
 
 
 def feature_matching(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
-    """Mean L1 distance between the discriminator's activations on real and on estimated speech."""
-    return sum(F.l1_loss(f, r.detach()) for r, f in zip(real, fake)) / len(real)
+    """Mean L1 distance between the discriminator's activations on real and on estimated speech (in float32)."""
+    with full_precision(fake[0]):
+        return sum(F.l1_loss(upcast(f), upcast(r).detach()) for r, f in zip(real, fake)) / len(real)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sepgan.commands.options import port, positive_float, positive_int
+from sepgan.commands.options import port, positive_float, positive_int, torch_device
 from sepgan.pretrained import default_checkpoint
 
 
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=positive_int, default=1, help="requests processed at once (default 1)")
     p.add_argument("--max-queue", type=int, default=32, help="requests allowed to wait; more get 503 (default 32)")
     p.add_argument("--threads", type=positive_int, help="CPU threads per model call (default: PyTorch's choice)")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (torch backend)")
     args = p.parse_args(argv)
     if args.max_queue < 0:
         p.error("--max-queue must not be negative")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint(),
                             backend=args.backend, noise_dir=args.noise_dir, max_upload_mb=args.max_upload_mb,
                             max_seconds=args.max_seconds, max_samples=args.max_samples, workers=args.workers,
-                            max_queue=args.max_queue, threads=args.threads)
+                            max_queue=args.max_queue, threads=args.threads, device=args.device)
         app = create_app(settings)
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

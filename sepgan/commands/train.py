@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> list[stages.StageResult]:
     results = runners[stage](cfg)
     results = results if isinstance(results, list) else [results]
     if rank_zero_only.rank == 0:  # under DDP every rank runs this; one tests and writes
-        if cfg.get("test_after_training"):
+        if cfg.get("test_after_training") and not any(r.failure for r in results):  # a failed stage hands nothing on
             results.append(stages.run_test(cfg, results[-1].checkpoint))
         Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(stages.as_dict(results), indent=2))
     return results
@@ -78,6 +78,9 @@ def run_job_on_its_own(cfg: DictConfig) -> float | None:
     log.info("job %s starts %s processes: running it as a run of its own in %s",
              hydra_cfg.job.num, cfg.trainer.devices, output_dir)
     code = subprocess.run(command, cwd=get_original_cwd()).returncode
+    results = Path(output_dir, "results.json")
+    if code != 0 and results.exists() and any(r.get("failure") for r in json.loads(results.read_text())):
+        return float("nan")  # the job went non-finite (its summary says where): a failed trial, not a failed sweep
     if code != 0:
         raise RuntimeError(f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed with exit "
                            f"code {code}; see {output_dir}/train.log")
@@ -101,9 +104,14 @@ def train(cfg: DictConfig) -> float | None:
             check_strategy(cfg.trainer)
             return run_job_on_its_own(cfg)
     results = run(cfg)
+    failed = any(r.failure for r in results)  # training went non-finite: no model came out of it
     if rank_zero_only.rank != 0:
         return None
     print("\n" + stages.summary(results) + f"\nrun folder: {cfg.paths.output_dir}", flush=True)
+    if failed:
+        if multirun:
+            return float("nan")  # a sweeper records the trial as failed and goes on with the others
+        sys.exit(1)
     try:
         return objective(stages.as_dict(results), cfg.optimized_metric)
     except KeyError as err:

@@ -49,17 +49,18 @@ def receptive_field(model: Separator, frames: int = 128, max_frames: int = 8192)
     """
     factor = model.net.factor
     fe = model.frontend
-    generator = torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device  # the probe runs where the model is (e.g. --device cuda)
+    generator = torch.Generator().manual_seed(0)  # on the CPU: the same probe on every device
     was_training = model.training
     model.eval()
     try:
         while True:
             centre = frames // 2 // factor * factor
-            x = torch.randn(1, fe.channels, fe.n_freq, frames, generator=generator, requires_grad=True)
+            x = torch.randn(1, fe.channels, fe.n_freq, frames, generator=generator).to(device).requires_grad_()
             with torch.enable_grad():
                 speech = model.separate_features(x)[0]  # speech, or the first of several voices
                 (grad,) = torch.autograd.grad(speech[..., centre:centre + factor].abs().sum(), x)
-            reached = torch.nonzero(grad.abs().sum(dim=(0, 1, 2))).flatten()
+            reached = torch.nonzero(grad.abs().sum(dim=(0, 1, 2)).cpu()).flatten()
             first, last = int(reached.min()), int(reached.max())
             if first > 0 and last < frames - 1:
                 return max(centre - first, last - (centre + factor - 1))
@@ -89,6 +90,7 @@ class TorchBackend:
         return self._receptive_field
 
     def speech_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Speech features on the model's device, whatever device `features` came from."""
         with torch.inference_mode():
             return self.model.separate_features(features.to(self.device))[0]
 

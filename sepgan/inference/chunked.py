@@ -67,7 +67,11 @@ class ChunkedSeparator:
         self.batch_size = batch_size
 
     def _speech(self, windows: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        """Speech of windows (n, channels, length), each channel normalised by its whole-signal level."""
+        """Speech of windows (n, channels, length), each channel normalised by its whole-signal level.
+
+        Every tensor is made on the backend's device (`TorchBackend(device=...)`; the CPU for ONNX),
+        STFT window included (`FrontEnd` makes it beside its input); only the result comes back.
+        """
         n, channels, length = windows.shape
         fe = self.frontend
         device = getattr(self.backend, "device", torch.device("cpu"))

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from sepgan.numerics import full_precision, upcast
+
 
 class Discriminator(nn.Module):
     def __init__(self, in_channels: int, channels: list[int] | tuple[int, ...] = (16, 32, 64, 128),
@@ -28,7 +30,7 @@ class Discriminator(nn.Module):
         self.config = dict(in_channels=in_channels, channels=list(channels), spectral_norm=spectral_norm)
 
     def forward(self, features: torch.Tensor, return_features: bool = False):
-        """Scores (batch,) of (batch, channels, freq, frames) features; higher means "real".
+        """Scores (batch,) of (batch, channels, freq, frames) features; higher means "real" (float32).
 
         With `return_features`, also every layer's activations (for feature matching).
         """
@@ -37,6 +39,7 @@ class Discriminator(nn.Module):
         for layer in self.layers:
             h = layer(h)
             activations.append(h)
-        score = self.head(h.mean(dim=(-2, -1))).squeeze(-1)
+        with full_precision(h):  # under mixed precision only the convolutions run in 16 bits; scores are float32
+            score = self.head(upcast(h).mean(dim=(-2, -1))).squeeze(-1)
         return (score, activations) if return_features else score
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from sepgan.audio import FrontEnd, rms
 from sepgan.models.unet import UNet
+from sepgan.numerics import full_precision, tanh_ratio, upcast
 
 
 @dataclass
@@ -55,21 +56,15 @@ class Separator(nn.Module):
         self.config = dict(frontend=asdict(self.frontend), unet=unet, target=target, output=output)
 
     def estimate(self, mixture_features: torch.Tensor) -> torch.Tensor:
-        """The network's estimate of its target (speech or noise) in feature space."""
-        # Under mixed precision the U-Net computes in 16 bits; masks, complex spectra and the inverse STFT
-        # stay in 32 (torch has no complex bf16, and half-precision FFTs take power-of-two sizes only).
-        out = self.net(mixture_features).float()
-        if self.output == "direct":
-            return out
-        if self.frontend.representation == "magnitude":
-            return torch.sigmoid(out) * mixture_features
-        # A complex mask written in real arithmetic, so the model exports to ONNX (no complex type there).
-        mask_re, mask_im = out[:, 0], out[:, 1]
-        mag = torch.sqrt(mask_re**2 + mask_im**2)
-        squash = torch.tanh(mag) / mag.clamp_min(1e-8)
-        mask_re, mask_im = mask_re * squash, mask_im * squash
-        mix_re, mix_im = mixture_features[:, 0], mixture_features[:, 1]
-        return torch.stack((mask_re * mix_re - mask_im * mix_im, mask_re * mix_im + mask_im * mix_re), dim=1)
+        """The network's estimate of its target (speech or noise) in feature space.
+
+        Under mixed precision (autocast) only the U-Net computes in 16 bits; its output is cast to
+        float32 and the mask is applied with autocast off (torch has no complex bf16, half-precision
+        FFTs take power-of-two sizes only, and a mask in 16 bits caps the attainable SI-SDR).
+        """
+        out = self.net(mixture_features)
+        with full_precision(out):
+            return apply_output(upcast(out), upcast(mixture_features), self.output, self.frontend.representation)
 
     def separate_features(self, mixture_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(speech, noise) features from normalised mixture features: the whole model between the STFTs."""
@@ -82,14 +77,18 @@ class Separator(nn.Module):
         """Separate (batch, samples) mixtures.
 
         `scale` (batch, 1) replaces the mixture's own RMS as the normalising level; chunked
-        inference passes the whole file's level so every chunk sees the same scaling.
+        inference passes the whole file's level so every chunk sees the same scaling. Everything but
+        the U-Net runs in full precision, also under autocast.
         """
-        scale = rms(mixture) if scale is None else scale
-        mixture_spec = self.frontend.stft(mixture / scale)
-        mixture_features = self.frontend.to_features(mixture_spec)
+        with full_precision(mixture):
+            mixture = upcast(mixture)
+            scale = rms(mixture) if scale is None else upcast(scale)
+            mixture_spec = self.frontend.stft(mixture / scale)
+            mixture_features = self.frontend.to_features(mixture_spec)
         speech_features, noise_features = self.separate_features(mixture_features)
-        speech = self.frontend.istft(self.frontend.from_features(speech_features, mixture_spec),
-                                     mixture.shape[-1]) * scale
+        with full_precision(mixture):
+            speech = self.frontend.istft(self.frontend.from_features(speech_features, mixture_spec),
+                                         mixture.shape[-1]) * scale
         return Separation(mixture_features, speech_features, noise_features, mixture_spec, scale, speech,
                           mixture - speech)
 
@@ -107,3 +106,25 @@ class Separator(nn.Module):
             return speech[0] if one else speech
         finally:
             self.train(was_training)
+
+
+def apply_output(out: torch.Tensor, mixture_features: torch.Tensor, output: str = "mask",
+                 representation: str = "complex") -> torch.Tensor:
+    """The estimate from the U-Net's output `out`: the output itself (`direct`) or a bounded mask on the mixture.
+
+    Magnitude features get a sigmoid mask. Complex features get a complex mask (re, im) whose
+    magnitude m is squashed to tanh(m) with its phase kept, written in real arithmetic so the model
+    exports to ONNX (no complex type there). The squash multiplies by tanh(m)/m computed from m²
+    (`sepgan.numerics.tanh_ratio`): the root of m² = 0 is never taken, so the gradient is finite
+    where the network outputs exact zeros (computing m = sqrt(re² + im²) first trained to NaN
+    under bf16, where such zeros are common).
+    """
+    if output == "direct":
+        return out
+    if representation == "magnitude":
+        return torch.sigmoid(out) * mixture_features
+    mask_re, mask_im = out[:, 0], out[:, 1]
+    squash = tanh_ratio(mask_re * mask_re + mask_im * mask_im)
+    mask_re, mask_im = mask_re * squash, mask_im * squash
+    mix_re, mix_im = mixture_features[:, 0], mixture_features[:, 1]
+    return torch.stack((mask_re * mix_re - mask_im * mix_im, mask_re * mix_im + mask_im * mix_re), dim=1)

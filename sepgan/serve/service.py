@@ -45,6 +45,7 @@ class Settings:
     chunk_seconds: float = 4.0
     batch_size: int = 1
     threads: int | None = None
+    device: str = "cpu"  # torch device of the model (torch backend), e.g. cuda
 
 
 class Limits:
@@ -137,7 +138,7 @@ class Service:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.settings = settings
-        self.backend = load_backend(settings.checkpoint, settings.backend, threads=settings.threads)
+        self.backend = load_backend(settings.checkpoint, settings.backend, settings.device, settings.threads)
         self.engine = ChunkedSeparator(self.backend, settings.chunk_seconds, settings.batch_size)
         self.noises = NoiseCatalogue(settings.noise_dir)
         self.limits = Limits(settings, self.engine.sample_rate)

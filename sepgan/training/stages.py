@@ -30,6 +30,7 @@ from sepgan.training.distributed import strategy_with_unused_parameters
 from sepgan.models import Separator, SpeakerSeparator, load_discriminator, load_separator
 from sepgan.training.systems.adversarial import AdversarialGuard, AdversarialSystem
 from sepgan.training.systems.discriminator import DiscriminatorSystem
+from sepgan.training.systems.finite import NonFiniteError
 from sepgan.training.systems.generator import GeneratorSystem
 from sepgan.training.systems.speakers import SpeakerAdversarialSystem, SpeakerDiscriminatorSystem, SpeakersSystem
 
@@ -44,6 +45,7 @@ class StageResult:
     checkpoint: str | None  # what the next stage (or a user) should load
     metrics: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    failure: str | None = None  # why the stage stopped early (training went non-finite); then checkpoint is None
 
 
 # ---- building blocks ---------------------------------------------------------------------------
@@ -154,6 +156,20 @@ def _finish(trainer: pl.Trainer, system: pl.LightningModule, datamodule, stage: 
     return StageResult(stage, trainer.global_step, time.perf_counter() - started, checkpoint, metrics)
 
 
+def _failed(trainer: pl.Trainer | None, stage: str, started: float, error: NonFiniteError) -> StageResult:
+    """The result of a stage that went non-finite: no checkpoint handed on, the reason in `failure`."""
+    log.error("%s", error)
+    result = StageResult(stage, trainer.global_step if trainer else 0, time.perf_counter() - started, None,
+                         failure=str(error))
+    callback = trainer.checkpoint_callback if trainer else None
+    if callback is not None and callback.best_model_path:
+        result.notes.append(f"not handed on: {callback.best_model_path}, the best checkpoint before the failure "
+                            f"(finite, validation SI-SDRi {float(callback.best_model_score):.2f} dB)"
+                            if callback.best_model_score is not None else
+                            f"not handed on: {callback.best_model_path}, saved before the failure")
+    return result
+
+
 def _require(path: str | None, stage: str) -> str:
     if not path:
         raise ValueError(f"stage={stage} needs a generator checkpoint: pass init_from=PATH "
@@ -192,11 +208,16 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
                          f"(one of {list(loss.TERMS)}); adversarial weights act only in the adversarial stage")
     system = _generator_system(separator, loss, instantiate(cfg.optim))
     trainer = build_trainer(cfg, "generator")
-    trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg))
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg))
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        result = _finish(trainer, system, datamodule, "generator", started, best or None)
+    except NonFiniteError as err:
+        return _failed(trainer, "generator", started, err)
     # Without a best checkpoint (fast_dev_run saves none; enable_checkpointing=false) the final
     # weights are handed on, so the next stage and test_after_training still have a generator.
-    result = _finish(trainer, system, datamodule, "generator", started, best or _final_checkpoint(cfg, trainer))
+    # Saved only now, after `_finish` has checked the last validation.
+    result.checkpoint = result.checkpoint or _final_checkpoint(cfg, trainer)
     if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None:
         result.metrics["best_val/si_sdri"] = float(trainer.checkpoint_callback.best_model_score)
     return result
@@ -224,8 +245,13 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
         separator, discriminator, cfg.gan.objective, instantiate(cfg.gan.discriminator_optimizer))
     trainer = build_trainer(cfg, "discriminator", max_steps=cfg.gan.steps.discriminator, max_epochs=-1,
                             check_val_every_n_epoch=None, val_check_interval=cfg.gan.val_check_steps)
-    trainer.fit(system, datamodule=datamodule)
-    return _finish(trainer, system, datamodule, "discriminator", started, _final_checkpoint(cfg, trainer))
+    try:
+        trainer.fit(system, datamodule=datamodule)
+        result = _finish(trainer, system, datamodule, "discriminator", started, None)
+    except NonFiniteError as err:
+        return _failed(trainer, "discriminator", started, err)
+    result.checkpoint = _final_checkpoint(cfg, trainer)  # only once the last validation was found finite
+    return result
 
 
 def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, discriminator_checkpoint: str | None = None,
@@ -248,16 +274,22 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
     system = _for_voices(separator, AdversarialSystem, SpeakerAdversarialSystem)(
         separator, build_loss(cfg), instantiate(gan.generator_optimizer), discriminator, gan.objective,
         instantiate(gan.discriminator_optimizer), gan.disc_steps, gradient_clip=cfg.trainer.get("gradient_clip_val"))
-    baseline = validation_si_sdri(cfg, system, datamodule)  # the pretrained generator: the guard's baseline
+    try:
+        baseline = validation_si_sdri(cfg, system, datamodule)  # the pretrained generator: the guard's baseline
+    except NonFiniteError as err:
+        return _failed(None, "adversarial", started, err)
     guard = AdversarialGuard(baseline, **gan.guard)
     # Manual optimisation clips its own gradients; Lightning refuses a Trainer-level clip value with it.
     trainer = build_trainer(cfg, "adversarial", max_steps=gan.steps.adversarial, max_epochs=-1,
                             check_val_every_n_epoch=None, val_check_interval=gan.val_check_steps,
                             gradient_clip_val=None, extra_callbacks=[guard],
                             strategy=strategy_with_unused_parameters(cfg.trainer))
-    trainer.fit(system, datamodule=datamodule)
     final = str(Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt")
-    result = _finish(trainer, system, datamodule, "adversarial", started, final)
+    try:
+        trainer.fit(system, datamodule=datamodule)
+        result = _finish(trainer, system, datamodule, "adversarial", started, final)
+    except NonFiniteError as err:
+        return _failed(trainer, "adversarial", started, err)
     trainer.save_checkpoint(final, weights_only=False)
     result.metrics["baseline_val/si_sdri"] = baseline
     result.notes += guard.messages
@@ -277,7 +309,10 @@ def run_validation(cfg: DictConfig) -> StageResult:
     separator = load_separator(checkpoint)
     datamodule = build_datamodule(cfg, separator)
     system = _generator_system(separator, build_loss(cfg), instantiate(cfg.optim))
-    metrics = build_trainer(cfg, "validate").validate(system, datamodule=datamodule, verbose=False)[0]
+    try:
+        metrics = build_trainer(cfg, "validate").validate(system, datamodule=datamodule, verbose=False)[0]
+    except NonFiniteError as err:
+        return _failed(None, "validate", started, err)
     return StageResult("validate", 0, time.perf_counter() - started, checkpoint,
                        {k: float(v) for k, v in metrics.items() if k.startswith("val/")})
 
@@ -321,7 +356,11 @@ def run_gan(cfg: DictConfig) -> list[StageResult]:
     save_config(cfg)
     datamodule = build_datamodule(cfg, build_separator(cfg))
     generator = run_generator(stage_config(cfg, 1, "generator"), datamodule)
+    if generator.failure:  # nothing to hand on: the later stages do not run
+        return [generator]
     discriminator = run_discriminator(stage_config(cfg, 2, "discriminator"), generator.checkpoint, datamodule)
+    if discriminator.failure:
+        return [generator, discriminator]
     adversarial = run_adversarial(stage_config(cfg, 3, "adversarial"), generator.checkpoint,
                                   discriminator.checkpoint, datamodule)
     return [generator, discriminator, adversarial]
@@ -347,6 +386,9 @@ def summary(results: list[StageResult]) -> str:
     """A table of every stage's figures, then the test figures and any warning, for the end of a run."""
     lines = [f"{'stage':<14} {'steps':>6} {'time':>8}  {'val SI-SDRi':>11}  {'disc. accuracy':>14}  checkpoint"]
     for r in results:
+        if r.failure:
+            lines.append(f"{r.stage:<14} {r.steps:>6} {r.seconds:>7.0f}s  {'FAILED':>11}  {'-':>14}  none (non-finite)")
+            continue
         if r.stage == "test":
             lines.append(_test_line(r))
             continue
@@ -355,6 +397,7 @@ def summary(results: list[StageResult]) -> str:
         acc_text = f"{acc:.2f}" if acc is not None else "-"
         lines.append(f"{r.stage:<14} {r.steps:>6} {r.seconds:>7.0f}s  {si_sdri:>11}  {acc_text:>14}  {r.checkpoint}")
     for r in results:
+        lines += [f"[{r.stage}] FAILED: {r.failure}"] if r.failure else []
         lines += [f"[{r.stage}] {note}" for note in r.notes]
     return "\n".join(lines)
 

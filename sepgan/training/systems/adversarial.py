@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 class AdversarialSystem(GeneratorSystem):
     """Manual optimisation of two players: `disc_steps` discriminator updates, then one generator update."""
 
+    stage = "adversarial"
+
     def __init__(self, separator: Separator, loss: SeparationLoss, optimizer: Callable, discriminator: Discriminator,
                  objective: str, discriminator_optimizer: Callable, disc_steps: int = 1,
                  gradient_clip: float | None = 5.0):
@@ -43,12 +45,8 @@ class AdversarialSystem(GeneratorSystem):
         return (self.optimizer_factory(params=self.separator.parameters()),
                 self.discriminator_optimizer_factory(params=self.discriminator.parameters()))
 
-    def _update(self, optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        if self.gradient_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
-        optimizer.step()
+    def networks(self) -> dict:
+        return {"generator": (0, self.separator), "discriminator": (1, self.discriminator)}
 
     judged = DiscriminatorSystem.judged
 
@@ -56,20 +54,14 @@ class AdversarialSystem(GeneratorSystem):
         """The generator's reconstruction loss and its terms."""
         return self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend)
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        g_opt, d_opt = self.optimizers()
-        sep = self.separator(batch["mixture"])
-        real, fake = self.judged(batch, sep)
+    def _discriminator_terms(self, real: torch.Tensor, fake: torch.Tensor):
+        """The discriminator's loss as a one-term dict, and its scores on real and estimated features."""
+        real_scores = self.discriminator(real)
+        fake_scores = self.discriminator(fake.detach())
+        return {self.objective.name: self.objective.discriminator(real_scores, fake_scores)}, real_scores, fake_scores
 
-        self.discriminator.requires_grad_(True)
-        for _ in range(self.disc_steps):
-            real_scores = self.discriminator(real)
-            fake_scores = self.discriminator(fake.detach())
-            d_loss = self.objective.discriminator(real_scores, fake_scores)
-            self._update(d_opt, d_loss)
-        log_discrimination(self, "train", self.objective, real_scores, fake_scores, d_loss)
-
-        self.discriminator.requires_grad_(False)  # the generator update leaves the discriminator alone
+    def _generator_terms(self, batch: dict, sep, real: torch.Tensor, fake: torch.Tensor):
+        """The generator's loss: the reconstruction terms plus the adversarial (and feature-matching) ones."""
         reconstruction, terms = self.reconstruction(batch, sep)
         weights = self.loss.adversarial_weights
         fake_scores, fake_activations = self.discriminator(fake, return_features=True)
@@ -79,6 +71,43 @@ class AdversarialSystem(GeneratorSystem):
             _, real_activations = self.discriminator(real, return_features=True)
             terms["feature_matching"] = feature_matching(real_activations, fake_activations)
             g_loss = g_loss + weights["feature_matching"] * terms["feature_matching"]
+        return g_loss, terms
+
+    def loss_terms(self, network: str, batch: dict) -> dict[str, torch.Tensor]:
+        sep = self.separator(batch["mixture"])
+        real, fake = self.judged(batch, sep)
+        if network == "discriminator":
+            return self._discriminator_terms(real, fake)[0]
+        return self._generator_terms(batch, sep, real, fake)[1]
+
+    def _update(self, optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()  # runs on_before_optimizer_step: the finiteness check, then the clipping
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        super().on_before_optimizer_step(optimizer)
+        # Clipped here rather than before optimizer.step(): under fp16 loss scaling the gradients are unscaled
+        # only inside the step, just before this hook, so clipping earlier would clip scaled gradients.
+        if self.gradient_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        g_opt, d_opt = self.optimizers()
+        sep = self.separator(batch["mixture"])
+        real, fake = self.judged(batch, sep)
+
+        self.discriminator.requires_grad_(True)
+        for _ in range(self.disc_steps):
+            d_terms, real_scores, fake_scores = self._discriminator_terms(real, fake)
+            d_loss = d_terms[self.objective.name]
+            self.watch("discriminator", d_terms, batch)
+            self._update(d_opt, d_loss)
+        log_discrimination(self, "train", self.objective, real_scores, fake_scores, d_loss)
+
+        self.discriminator.requires_grad_(False)  # the generator update leaves the discriminator alone
+        g_loss, terms = self._generator_terms(batch, sep, real, fake)
+        self.watch("generator", terms, batch)
         self._update(g_opt, g_loss)
 
         size = batch["mixture"].shape[0]
@@ -92,6 +121,7 @@ class AdversarialSystem(GeneratorSystem):
             real, fake = self.judged(batch, sep)
             real_scores, fake_scores = self.discriminator(real), self.discriminator(fake)
             loss = self.objective.discriminator(real_scores, fake_scores)
+        self.watch_validation({f"disc/{self.objective.name}": loss})
         log_discrimination(self, "val", self.objective, real_scores, fake_scores, loss)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from sepgan.losses import AdversarialObjective, adversarial_objective
 from sepgan.models import Discriminator, Separator
+from sepgan.training.systems.finite import FiniteTraining
 
 
 def log_discrimination(module: pl.LightningModule, stage: str, objective: AdversarialObjective,
@@ -24,8 +25,13 @@ def log_discrimination(module: pl.LightningModule, stage: str, objective: Advers
                    batch_size=real_scores.shape[0], prog_bar=name == "accuracy")
 
 
-class DiscriminatorSystem(pl.LightningModule):
-    """Trains `discriminator` to tell clean speech features from the frozen `separator`'s estimates."""
+class DiscriminatorSystem(FiniteTraining, pl.LightningModule):
+    """Trains `discriminator` to tell clean speech features from the frozen `separator`'s estimates.
+
+    A NaN or an infinity in its loss, its gradients or a validation stops the stage (`FiniteTraining`).
+    """
+
+    stage = "discriminator"
 
     def __init__(self, separator: Separator, discriminator: Discriminator, objective: str, optimizer: Callable):
         super().__init__()
@@ -40,16 +46,29 @@ class DiscriminatorSystem(pl.LightningModule):
         self.separator.eval()
         return self
 
+    def networks(self) -> dict:
+        return {"discriminator": (0, self.discriminator)}
+
     def judged(self, batch: dict, sep) -> tuple[torch.Tensor, torch.Tensor]:
         """(real, estimated) features the discriminator judges: clean speech and the separator's speech."""
         return self.separator.frontend.encode(batch["speech"] / sep.scale), sep.speech_features
 
-    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             real, fake = self.judged(batch, self.separator(batch["mixture"]))
         real_scores = self.discriminator(real)
         fake_scores = self.discriminator(fake)
-        loss = self.objective.discriminator(real_scores, fake_scores)
+        return self.objective.discriminator(real_scores, fake_scores), real_scores, fake_scores
+
+    def loss_terms(self, network: str, batch: dict) -> dict[str, torch.Tensor]:
+        return {self.objective.name: self._scores(batch)[0]}
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        loss, real_scores, fake_scores = self._scores(batch)
+        if stage == "train":
+            self.watch("discriminator", {self.objective.name: loss}, batch)
+        else:
+            self.watch_validation({f"disc/{self.objective.name}": loss})
         log_discrimination(self, stage, self.objective, real_scores, fake_scores, loss)
         return loss
 
@@ -58,6 +77,9 @@ class DiscriminatorSystem(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.check_validation()
 
     def configure_optimizers(self):
         return self.optimizer_factory(params=self.discriminator.parameters())

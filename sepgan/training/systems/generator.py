@@ -11,14 +11,19 @@ from torchmetrics import MeanMetric
 from sepgan.losses import SeparationLoss
 from sepgan.metrics import si_sdr
 from sepgan.models import Separation, Separator
+from sepgan.training.systems.finite import FiniteTraining
 
 
-class GeneratorSystem(pl.LightningModule):
+class GeneratorSystem(FiniteTraining, pl.LightningModule):
     """Trains a `Separator` on batches {mixture, speech, noise}; validates by SI-SDR and SI-SDRi.
 
     `optimizer` is a factory taking the parameters (Hydra's `_partial_: true`), so Adam, SGD or
     anything else comes from config; `scheduler` likewise takes the optimizer, or is None.
+    A NaN or an infinity in a loss term, a gradient or a validation figure stops the stage
+    (`FiniteTraining`).
     """
+
+    stage = "generator"
 
     def __init__(self, separator: Separator, loss: SeparationLoss, optimizer: Callable, scheduler: Callable | None = None):
         super().__init__()
@@ -33,9 +38,19 @@ class GeneratorSystem(pl.LightningModule):
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         return self.separator(mixture).speech
 
+    def networks(self) -> dict:
+        return {"generator": (0, self.separator)}
+
+    def loss_terms(self, network: str, batch: dict) -> dict[str, torch.Tensor]:
+        return self.loss(self.separator(batch["mixture"]), batch["speech"], batch["noise"], self.separator.frontend)[1]
+
     def _step(self, batch: dict, stage: str):
         sep = self.separator(batch["mixture"])
         total, terms = self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend)
+        if stage == "train":
+            self.watch("generator", terms, batch)
+        else:
+            self.watch_validation({f"loss/{name}": value for name, value in terms.items()})
         on_step = stage == "train"
         batch_size = batch["mixture"].shape[0]
         self.log(f"{stage}/loss", total, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=batch_size,
@@ -52,6 +67,7 @@ class GeneratorSystem(pl.LightningModule):
         """Logs the validation figures; returns the separation so that subclasses score it too."""
         sep, _ = self._step(batch, "val")
         estimate = si_sdr(sep.speech, batch["speech"])
+        self.watch_validation({"si_sdr": estimate})
         self.val_si_sdr.update(estimate)
         self.val_si_sdri.update(estimate - si_sdr(batch["mixture"], batch["speech"]))
         self.log("val/si_sdr", self.val_si_sdr, on_epoch=True)
@@ -59,6 +75,7 @@ class GeneratorSystem(pl.LightningModule):
         return sep
 
     def on_validation_epoch_end(self) -> None:
+        self.check_validation()  # before the checkpoint callbacks see this validation's figures
         if not self.trainer.sanity_checking:
             self.last_validated_step = self.global_step
 

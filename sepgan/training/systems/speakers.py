@@ -27,9 +27,16 @@ class SpeakersSystem(GeneratorSystem):
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         return self.separator(mixture).sources
 
+    def loss_terms(self, network: str, batch: dict) -> dict[str, torch.Tensor]:
+        return self.loss(self.separator(batch["mixture"]).sources, batch["sources"])[1]
+
     def _step(self, batch: dict, stage: str):
         sep = self.separator(batch["mixture"])
         total, terms, _ = self.loss(sep.sources, batch["sources"])
+        if stage == "train":
+            self.watch("generator", terms, batch)
+        else:
+            self.watch_validation({f"loss/{name}": value for name, value in terms.items()})
         on_step = stage == "train"
         batch_size = batch["mixture"].shape[0]
         self.log(f"{stage}/loss", total, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=batch_size,
@@ -42,6 +49,7 @@ class SpeakersSystem(GeneratorSystem):
     def validation_step(self, batch: dict, batch_idx: int):
         sep, _ = self._step(batch, "val")
         estimate, _ = pit_si_sdr(sep.sources, batch["sources"])
+        self.watch_validation({"si_sdr": estimate})
         mixture = batch["mixture"][:, None].expand_as(batch["sources"])
         self.val_si_sdr.update(estimate)
         self.val_si_sdri.update(estimate - si_sdr(mixture, batch["sources"]).mean(-1))
@@ -73,6 +81,8 @@ class SpeakerAdversarialSystem(AdversarialSystem, SpeakersSystem):
     def reconstruction(self, batch: dict, sep) -> tuple[torch.Tensor, dict]:
         total, terms, _ = self.loss(sep.sources, batch["sources"])
         return total, terms
+
+    loss_terms = AdversarialSystem.loss_terms
 
 
 class SpeakerValidationExamples(ValidationExamples):

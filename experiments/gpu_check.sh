@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The GPU checks of mixed precision and `--device cuda`, in one device call (about 5 minutes on an H100/H200).
+#
+# Here, from the project root:   ../shared/gpu/bundle.sh          (makes .gpu/: wheels + data, git-ignored)
+# On the lent machine (the `run` tool, carry [".gpu"], timeout_s 480):   bash experiments/gpu_check.sh
+# Then give the machine back. See ../shared/gpu/README.md.
+#
+# 1. `experiment=gan trainer=gpu` (generator 300 steps, discriminator 100, adversarial 200, the embedded
+#    synthetic set) in fp32, bf16 and fp16 mixed precision. Before the fix of issue 9, bf16 ended every
+#    stage with "nan dB"; now a stage that goes non-finite stops at once and the command exits 1.
+#    If bf16 comes within 0.3 dB of fp32 in every stage, `trainer=gpu`/`ddp` may default to
+#    `${mixed_precision:}` again (sepgan/conf/trainer/gpu.yaml, ddp.yaml; README "Mixed precision").
+# 2. `sepgan separate --device cuda` on a 20 s file with the shipped model: must run (it failed with "Input
+#    type (torch.FloatTensor) and weight type (torch.cuda.FloatTensor) should be the same") and match
+#    `--device cpu`; then with --batch-size 4, and with the bf16-trained checkpoint of step 1.
+# 3. `sepgan.evaluation.evaluate(..., device="cuda")` (what `sepgan evaluate --device cuda` calls).
+#
+# What comes back in $OUT: summary.txt (the lines to read), each run's log tail and results.json,
+# the bf16 generator checkpoint (to score here, on CPU).
+#
+# A dry run of parts 2 and 3 without a GPU (checks the script itself):
+#   DEVICE=cpu SKIP_TRAIN=1 PYTHON=.venv/bin/python bash experiments/gpu_check.sh
+set -uo pipefail
+OUT=${OUT:-experiments/runs/gpu_check}
+DEVICE=${DEVICE:-cuda}
+PYTHON=${PYTHON:-python3}
+RUN_TIMEOUT=${RUN_TIMEOUT:-150}   # seconds per training run; a run past it is reported, not waited for
+mkdir -p "$OUT" .gpu
+summary="$OUT/summary.txt"
+say() { echo "$*" | tee -a "$summary"; }
+python3() { command "$PYTHON" "$@"; }
+
+if [ "$DEVICE" = cuda ]; then
+    # shellcheck disable=SC1091
+    source .gpu/setup.sh || { say "setup failed: run ../shared/gpu/bundle.sh here first and carry .gpu"; exit 1; }
+    say "== $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader), torch $(python3 -c 'import torch; print(torch.__version__)')"
+    python3 -c "import torch; print('bf16 native:', torch.cuda.is_bf16_supported(including_emulation=False))" | tee -a "$summary"
+else
+    export PYTHONPATH=$PWD
+fi
+python3 -c "from sepgan.training.distributed import mixed_precision as m; print('\${mixed_precision:} picks', m())" | tee -a "$summary"
+
+# ---- 1. training in three precisions -----------------------------------------------------------------
+for precision in 32-true bf16-mixed 16-mixed; do
+    [ -n "${SKIP_TRAIN:-}" ] && break
+    dir=.gpu/runs/$precision
+    rm -rf "$dir"
+    start=$(date +%s)
+    timeout "$RUN_TIMEOUT" python3 -m sepgan.train experiment=gan trainer=gpu trainer.precision=$precision \
+        data.num_workers=8 trainer.enable_progress_bar=false trainer.enable_model_summary=false \
+        callbacks.validation_examples.count=0 hydra.run.dir="$dir" > "$OUT/train_$precision.log" 2>&1
+    code=$?
+    say "== gan $precision: exit $code in $(( $(date +%s) - start )) s (124: timed out)"
+    grep -A8 "^stage " "$OUT/train_$precision.log" | tee -a "$summary"
+    grep -h "non-finite\|FAILED" "$OUT/train_$precision.log" | head -3 | tee -a "$summary"
+    mkdir -p "$OUT/$precision"
+    cp "$dir/results.json" "$OUT/$precision/" 2>/dev/null
+    tail -n 40 "$OUT/train_$precision.log" > "$OUT/$precision/log_tail.txt"
+    rm "$OUT/train_$precision.log"
+done
+bf16_ckpt=$(ls .gpu/runs/bf16-mixed/1_generator/checkpoints/best-*.ckpt 2>/dev/null | head -1)
+[ -n "$bf16_ckpt" ] && cp "$bf16_ckpt" "$OUT/bf16_generator.ckpt"
+
+# ---- 2. sepgan separate --device cuda ------------------------------------------------------------------
+sepgan() { command "$PYTHON" -c "import sys; from sepgan.commands import main; sys.exit(main())" "$@"; }
+python3 - <<'PY'
+import numpy as np
+from sepgan.audio import save_audio
+from sepgan.data import synthetic
+sr, seconds = 16000, 20.0
+mix = synthetic.speech_like(0, 0, sr, seconds) + 0.5 * synthetic.noise("siren", 0, sr, seconds)
+save_audio(".gpu/noisy.wav", np.asarray(mix, np.float32) * 0.3, sr, subtype="FLOAT")
+PY
+for args in "--device $DEVICE" "--device cpu" "--device $DEVICE --batch-size 4"; do
+    name=$(echo "$args" | tr -d ' -')
+    start=$(date +%s.%N)
+    sepgan separate .gpu/noisy.wav -o ".gpu/sep_$name" --quiet --overwrite $args > "$OUT/separate_$name.log" 2>&1
+    say "== separate $args: exit $? ($(tail -n 1 "$OUT/separate_$name.log"))"
+done
+if [ -n "$bf16_ckpt" ]; then
+    sepgan separate .gpu/noisy.wav -o .gpu/sep_bf16 --quiet --overwrite --device "$DEVICE" --checkpoint "$bf16_ckpt" \
+        > "$OUT/separate_bf16.log" 2>&1
+    say "== separate --device cuda, bf16-trained checkpoint: exit $? ($(tail -n 1 "$OUT/separate_bf16.log"))"
+fi
+DEVICE=$DEVICE python3 - <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+import os
+import soundfile as sf, numpy as np
+d = os.environ["DEVICE"]
+cuda, cpu, batched = (sf.read(f".gpu/sep_{n}/noisy.wav")[0] for n in (f"device{d}", "devicecpu", f"device{d}batchsize4"))
+print(f"cuda vs cpu: max |diff| {np.abs(cuda - cpu).max():.2e} (peak {np.abs(cpu).max():.2f}); "
+      f"cuda batched vs cuda: {np.abs(batched - cuda).max():.2e}")
+PY
+
+# ---- 3. evaluation on the GPU ----------------------------------------------------------------------------
+DEVICE=$DEVICE python3 - <<'PY' 2>&1 | tail -n 8 | tee -a "$OUT/summary.txt"
+import os
+from sepgan.evaluation import ConfigMixtures, evaluate
+from sepgan.models import load_separator
+from sepgan.pretrained import default_checkpoint
+model = load_separator(default_checkpoint())
+examples = ConfigMixtures([], model.frontend.sample_rate, "test", 8)
+report = evaluate(examples, model, methods=("noisy", "model"), metrics=("si_sdr", "si_sdri"), progress=False,
+                  device=os.environ["DEVICE"])
+print(report.markdown())
+print("evaluate: model on", next(model.parameters()).device)
+PY
+say "== done"

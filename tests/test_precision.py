@@ -1,0 +1,144 @@
+"""Finite gradients at exact zeros, and mixed precision that trains (bf16 autocast on the CPU)."""
+
+import pytest
+import torch
+from torch import nn
+
+from sepgan.audio import FrontEnd
+from sepgan.losses import SeparationLoss, feature_magnitude, projection_loss, si_sdr_loss
+from sepgan.models import Separator, load_separator
+from sepgan.models.separator import apply_output
+from sepgan.numerics import compress, expand, full_precision, magnitude, tanh_ratio
+from sepgan.training.stages import run_generator
+
+
+def finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+# ---- the pieces ---------------------------------------------------------------------------------
+
+
+def test_tanh_ratio_is_tanh_over_root_with_a_finite_gradient_at_zero():
+    power = torch.tensor([0.0, 1e-12, 1e-6, 9.9e-4, 1e-3, 0.5, 4.0, 400.0], dtype=torch.float64, requires_grad=True)
+    value = tanh_ratio(power)
+    root = power.detach().sqrt()
+    expected = torch.where(root > 0, torch.tanh(root) / root, torch.ones_like(root))
+    assert torch.allclose(value, expected, rtol=1e-9, atol=0)
+    (grad,) = torch.autograd.grad(value.sum(), power)
+    assert finite(grad) and grad[0] == pytest.approx(-1 / 3)
+
+
+def test_the_old_complex_mask_made_nan_gradients_where_the_new_one_does_not():
+    out = torch.zeros(1, 2, 3, 4, requires_grad=True)  # a U-Net output of exact zeros (common in bf16)
+    mixture = torch.randn(1, 2, 3, 4)
+    mag = torch.sqrt(out[:, 0] ** 2 + out[:, 1] ** 2)  # what Separator.estimate computed before
+    (old,) = torch.autograd.grad((out[:, 0] * torch.tanh(mag) / mag.clamp_min(1e-8)).sum(), out)
+    assert not finite(old)
+    (new,) = torch.autograd.grad(apply_output(out, mixture).pow(2).sum(), out)
+    assert finite(new)
+
+
+@pytest.mark.parametrize("power", [0.3, 0.5, 1.0])
+def test_compression_has_finite_gradients_at_zero_and_inverts_exactly(power):
+    mag = torch.tensor([0.0, 1e-12, 1e-9, 1e-8, 1e-4, 0.3, 5.0], dtype=torch.float64, requires_grad=True)
+    squeezed = compress(mag, power)
+    (grad,) = torch.autograd.grad(squeezed.sum(), mag)
+    assert finite(grad)
+    big = mag.detach() >= 1e-8
+    assert torch.allclose(squeezed.detach()[big], mag.detach()[big] ** power)
+    assert torch.allclose(expand(squeezed.detach(), power), mag.detach(), rtol=1e-12, atol=0)
+    (back,) = torch.autograd.grad(expand(compress(mag, power), power).sum(), mag)
+    assert finite(back)
+
+
+def test_magnitude_gradient_is_bounded_by_one_and_zero_at_zero():
+    re = torch.tensor([0.0, 1e-30, 3.0], requires_grad=True)
+    im = torch.tensor([0.0, 0.0, 4.0], requires_grad=True)
+    grads = torch.autograd.grad(magnitude(re, im).sum(), (re, im))
+    assert all(finite(g) and g.abs().max() <= 1 for g in grads)
+    assert magnitude(re, im)[2].item() == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("representation,power", [("complex", 1.0), ("complex", 0.3), ("magnitude", 0.3),
+                                                  ("magnitude", 1.0)])
+def test_front_end_has_finite_gradients_through_silence(representation, power):
+    fe = FrontEnd(8000, 64, 16, representation, power)
+    wav = torch.zeros(2, 800)
+    wav[1, 400:] = torch.randn(400)  # silence (exact zero bins) next to signal
+    wav.requires_grad_(True)
+    spec = fe.stft(wav)
+    features = fe.to_features(spec)
+    (grad,) = torch.autograd.grad(features.sum() + fe.decode(features, 800, spec).pow(2).sum(), wav)
+    assert finite(grad)
+
+
+def zero_output_separator(representation: str, power: float) -> Separator:
+    """A separator whose U-Net outputs exact zeros everywhere: every mask and estimate sits at 0."""
+    fe = FrontEnd(8000, 64, 16, representation, power)
+    model = Separator(fe, dict(n_blocks=3, channels=4, layers=1))
+    nn.init.zeros_(model.net.last.weight)
+    nn.init.zeros_(model.net.last.bias)
+    return model
+
+
+@pytest.mark.parametrize("representation,power,output", [("complex", 1.0, "mask"), ("complex", 0.3, "mask"),
+                                                         ("magnitude", 0.3, "mask"), ("complex", 0.3, "direct")])
+@pytest.mark.parametrize("term", SeparationLoss.TERMS)
+def test_every_loss_term_has_finite_gradients_when_the_network_outputs_zeros(representation, power, output, term):
+    model = zero_output_separator(representation, power)
+    model.output = output
+    torch.manual_seed(0)
+    speech = torch.randn(2, 1024) * 0.1
+    speech[0, :512] = 0.0  # silent stretches: exact zero bins in the target too
+    noise = torch.randn(2, 1024) * 0.05
+    sep = model(speech + noise)
+    total, terms = SeparationLoss({term: 1.0})(sep, speech, noise, model.frontend)
+    assert finite(total)
+    total.backward()
+    assert all(finite(p.grad) for p in model.parameters() if p.grad is not None)
+
+
+def test_waveform_losses_have_finite_gradients_for_silent_estimates_and_references():
+    estimate = torch.zeros(3, 256, requires_grad=True)
+    speech = torch.randn(3, 256)
+    speech[1] = 0.0
+    noise = torch.randn(3, 256)
+    noise[2] = 0.0
+    for loss in (si_sdr_loss(estimate, speech), projection_loss(estimate, speech, noise),
+                 projection_loss(estimate, torch.zeros_like(speech), torch.zeros_like(noise))):
+        (grad,) = torch.autograd.grad(loss, estimate)
+        assert finite(loss) and finite(grad)
+    features = torch.zeros(1, 2, 3, 3, requires_grad=True)
+    (grad,) = torch.autograd.grad(feature_magnitude(features).sum(), features)
+    assert finite(grad)
+
+
+# ---- mixed precision ------------------------------------------------------------------------------
+
+
+def test_only_the_unet_body_computes_in_bf16_under_autocast():
+    model = Separator(FrontEnd(8000, 64, 16, "complex", 0.3), dict(n_blocks=3, channels=4, layers=1))
+    seen = {}
+    for name, module in model.net.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            module.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sep = model(torch.randn(2, 800))
+        with full_precision("cpu"):
+            assert not torch.is_autocast_enabled("cpu")
+    assert seen["encoders.0.convs.0.2"] == torch.bfloat16
+    for tensor in (sep.mixture_features, sep.speech_features, sep.noise_features, sep.speech, sep.noise):
+        assert tensor.dtype == torch.float32
+    assert sep.mixture_spec.dtype == torch.complex64
+
+
+def test_bf16_mixed_training_on_cpu_stays_finite_and_validates(make_cfg):
+    result = run_generator(make_cfg("+experiment=demo", "trainer.precision=bf16-mixed", "trainer.max_steps=4",
+                                    "+trainer.val_check_interval=2", "trainer.check_val_every_n_epoch=null"))
+    assert result.failure is None and result.steps == 4
+    assert all(map(lambda v: torch.isfinite(torch.tensor(v)), result.metrics.values()))
+    assert "val/si_sdri" in result.metrics
+    model = load_separator(result.checkpoint)
+    assert all(finite(t) for t in model.state_dict().values() if t.is_floating_point())
+    assert all(t.dtype != torch.bfloat16 for t in model.state_dict().values())  # weights are kept in float32
