@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,25 @@ TINY = [
     "trainer.enable_model_summary=false",
     "callbacks.validation_examples.count=1",
 ]
+
+
+@pytest.fixture
+def train_main(monkeypatch):
+    """`python -m sepgan.train ARGS` in this process (a subprocess takes seconds to import torch): returns what
+    it returns, or raises its SystemExit. The logging Hydra sets up for the run is undone afterwards."""
+    from sepgan.commands.train import main
+
+    def _run(*args: str):
+        monkeypatch.setattr(sys, "argv", ["sepgan.train", *args])
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            return main()
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+    return _run
 
 
 @pytest.fixture

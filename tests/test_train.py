@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sepgan.commands.train import objective
+from sepgan.commands.train import objective, run
 from sepgan.models import load_separator
 from sepgan.training.config import accept_appended_groups, compose_config
 from sepgan.training.stages import run_generator
@@ -39,22 +39,23 @@ def test_model_and_loss_variants_train(make_cfg, overrides):
 def test_run_saves_config_and_checkpoints_and_resume_continues(make_cfg, tmp_path):
     first = run_generator(make_cfg("+experiment=tone", "trainer.max_steps=2", output_dir=tmp_path / "logs/tone/runs/a"))
     assert first.steps == 2
-    run = tmp_path / "logs" / "tone" / "runs" / "a"
-    assert (run / "config.yaml").read_text().count("noise_classes") == 1
-    assert (run / "checkpoints" / "last.ckpt").exists() and Path(first.checkpoint).exists()
-    assert list((run / "csv").glob("examples/step_*/val_example_0_estimate.wav"))
+    folder = tmp_path / "logs" / "tone" / "runs" / "a"
+    assert (folder / "config.yaml").read_text().count("noise_classes") == 1
+    assert (folder / "checkpoints" / "last.ckpt").exists() and Path(first.checkpoint).exists()
+    assert list((folder / "csv").glob("examples/step_*/val_example_0_estimate.wav"))
     model = load_separator(first.checkpoint)
     assert model.separate(torch.randn(8000)).shape == (8000,)
 
-    # A new run folder with ckpt_path=last picks up the newest last.ckpt of the experiment.
-    second = run_generator(make_cfg("+experiment=tone", "trainer.max_steps=4", "ckpt_path=last",
-                                      output_dir=tmp_path / "logs/tone/runs/b"))
-    assert second.steps == 4
+    # ckpt_path=last continues the newest run of the experiment, in its own folder.
+    second = run(make_cfg("+experiment=tone", "trainer.max_steps=4", "ckpt_path=last",
+                          output_dir=tmp_path / "logs/tone/runs/b"))[0]
+    assert second.steps == 4 and any("continued from step 2" in note for note in second.notes)
+    assert not (tmp_path / "logs/tone/runs/b").exists()
 
 
 def test_ckpt_last_without_a_previous_run_is_explained(make_cfg):
-    with pytest.raises(FileNotFoundError, match="no last.ckpt"):
-        run_generator(make_cfg("+experiment=tone", "ckpt_path=last"))
+    with pytest.raises(FileNotFoundError, match="no stage=generator run of 'tone' .* to continue"):
+        run(make_cfg("+experiment=tone", "ckpt_path=last"))
 
 
 def test_window_longer_than_segment_is_explained(make_cfg):

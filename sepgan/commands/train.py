@@ -6,12 +6,20 @@ Hydra composes `conf/train.yaml` with the chosen groups and overrides; `stage` p
 validation set). With `test_after_training=true` the checkpoint the run hands on is then scored on
 the test split. Each run gets its own folder and ends with a summary of the figures each stage
 reached; the `optimized_metric` of the last stage that reports it is what sweepers maximise.
+
+The config is checked first (`sepgan.training.checks`): a setting that cannot work stops the run with
+a short message naming it, exit status 2, and no run folder left behind. Ctrl+C or SIGTERM while
+training saves `last.ckpt` and exits with 128 + the signal number; `ckpt_path=last` continues the
+run (`sepgan.training.resume`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -23,10 +31,13 @@ from hydra.types import RunMode
 from hydra.utils import get_original_cwd
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from sepgan.training import stages
+from sepgan.training import resume, stages
+from sepgan.training.checks import ConfigError, check_config
 from sepgan.training.config import accept_appended_groups
 from sepgan.training.distributed import check_strategy, starts_rank_processes
+from sepgan.training.systems.callbacks import TrainingInterrupted
 
 log = logging.getLogger("sepgan.train")
 
@@ -37,19 +48,22 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is 
 
 
 def run(cfg: DictConfig) -> list[stages.StageResult]:
-    """Run the configured stage(s) and write `results.json` in the run folder."""
+    """Run the configured stage(s), recording each one's figures in the run folder's `results.json`.
+
+    With `ckpt_path=last`, continue the run that `sepgan.training.resume` finds (in its own folder).
+    """
     check_strategy(cfg.trainer)
     stage = cfg.get("stage", "generator")
-    runners = {"gan": stages.run_gan, "generator": stages.run_generator, "discriminator": stages.run_discriminator,
+    runners = {"generator": stages.run_generator, "discriminator": stages.run_discriminator,
                "adversarial": stages.run_adversarial, "validate": stages.run_validation}
-    if stage not in runners:
-        raise ValueError(f"stage must be one of {', '.join(runners)}; got '{stage}'")
-    results = runners[stage](cfg)
-    results = results if isinstance(results, list) else [results]
+    if stage not in (*runners, "gan"):
+        raise ValueError(f"stage must be one of gan, {', '.join(runners)}; got '{stage}'")
+    resume.continue_run(cfg)
+    results = stages.run_gan(cfg) if stage == "gan" else [stages.Progress(cfg).run(stage, lambda: runners[stage](cfg))]
     if rank_zero_only.rank == 0:  # under DDP every rank runs this; one tests and writes
         if cfg.get("test_after_training") and not any(r.failure for r in results):  # a failed stage hands nothing on
             results.append(stages.run_test(cfg, results[-1].checkpoint))
-        Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(stages.as_dict(results), indent=2))
+            Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(stages.as_dict(results), indent=2))
     return results
 
 
@@ -95,15 +109,62 @@ def group_by_sweep(cfg: DictConfig) -> None:
             cfg.group = f"{cfg.name}-{Path(hydra_cfg.sweep.dir).name}"
 
 
+def remove_new_folder(cfg: DictConfig) -> None:
+    """Remove the run folder Hydra made for this run if it holds nothing else (a failed start leaves none).
+
+    Also its parents up to `paths.log_dir` when they are left empty, and a sweep's folder left with
+    only Hydra's `multirun.yaml`. A folder with anything of a run in it (a resumed run's) is kept.
+    """
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir)
+    if not folder.is_dir() or any(p.name not in (hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log")
+                                  for p in folder.iterdir()):
+        return
+    shutil.rmtree(folder)
+    stop = Path(cfg.paths.log_dir).resolve().parent
+    folder = folder.resolve().parent
+    if hydra_cfg.mode == RunMode.MULTIRUN and [p.name for p in folder.iterdir()] == ["multirun.yaml"]:
+        (folder / "multirun.yaml").unlink()
+    while folder != stop and stop in folder.parents and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def stop_on_config_error(cfg: DictConfig, error: ConfigError) -> None:
+    remove_new_folder(cfg)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    print("config error: " + "\n  ".join(error.problems), file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def stop_on_interruption(cfg: DictConfig, signum: int, where: str) -> None:
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+    if rank_zero_only.rank == 0:
+        print(f"\n{signal.Signals(signum).name}: {where}. To continue this run (newest of its experiment):\n"
+              f"  python -m sepgan.train {' '.join([*overrides, 'ckpt_path=last'])}", file=sys.stderr, flush=True)
+    sys.exit(128 + signum)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def train(cfg: DictConfig) -> float | None:
+    try:
+        check_config(cfg)
+    except ConfigError as error:
+        stop_on_config_error(cfg, error)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun:
         group_by_sweep(cfg)
         if starts_rank_processes(cfg.trainer):
             check_strategy(cfg.trainer)
             return run_job_on_its_own(cfg)
-    results = run(cfg)
+    try:
+        results = run(cfg)
+    except TrainingInterrupted as stop:
+        stop_on_interruption(cfg, stop.signum, f"stopped at step {stop.step}, saved {stop.checkpoint}")
+    except (KeyboardInterrupt, SIGTERMException) as stop:  # outside training (Lightning's SIGTERM: before it)
+        stop_on_interruption(cfg, signal.SIGTERM if isinstance(stop, SIGTERMException) else signal.SIGINT,
+                             f"stopped outside training; the run's checkpoints are in {cfg.paths.output_dir}")
     failed = any(r.failure for r in results)  # training went non-finite: no model came out of it
     if rank_zero_only.rank != 0:
         return None

@@ -1,7 +1,7 @@
 """A U-Net over spectrogram features whose intermediate block is chosen by name.
 
 `n_blocks` counts every intermediate block: `(n_blocks - 1) / 2` encoder levels, one bottleneck
-and as many decoder levels, so 7 blocks = 3 down-samplings. Down-sampling is a 2x2 stride-2
+and as many decoder levels, so 7 blocks = 3 down-samplings; it is odd, from 3 to 17. Down-sampling is a 2x2 stride-2
 convolution and up-sampling a 2x2 stride-2 transposed convolution, as in the study; skips are
 concatenated. Inputs of any size are zero-padded to a multiple of 2**levels and cropped back.
 
@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepgan.models.blocks import BLOCKS, DilatedTemporal, make_activation, make_norm
+
+N_BLOCKS = range(3, 18, 2)  # 1 to 8 down-samplings; 8 already pads the input to a multiple of 256 bins and frames
 
 
 class UNet(nn.Module):
@@ -40,8 +42,9 @@ class UNet(nn.Module):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"model.unet.block must be one of {sorted(BLOCKS)}, got '{block}'")
-        if n_blocks < 3 or n_blocks % 2 == 0:
-            raise ValueError(f"model.unet.n_blocks must be odd and >= 3 (e.g. 7 to 17), got {n_blocks}")
+        if n_blocks not in N_BLOCKS:
+            raise ValueError(f"model.unet.n_blocks={n_blocks!r}: expected an odd number from {N_BLOCKS[0]} to "
+                             f"{N_BLOCKS[-1]} (the study used 7 to 17; 3 and 5 make small, fast models)")
         if bottleneck not in ("none", "dilated"):
             raise ValueError(f"model.unet.bottleneck must be 'none' or 'dilated', got '{bottleneck}'")
         self.levels = (n_blocks - 1) // 2

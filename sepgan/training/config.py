@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sepgan.training.distributed import mixed_precision
+from sepgan.training.resume import run_folder
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # inside the package, so an installed wheel can train
 
@@ -25,6 +26,8 @@ def sqlite_url(path: str) -> str:
 # `hparams_search=optuna` keeps its trials in `${sqlite_url:PATH}`.
 OmegaConf.register_new_resolver("mixed_precision", mixed_precision, replace=True)
 OmegaConf.register_new_resolver("sqlite_url", sqlite_url, replace=True)
+# `hydra.run.dir: ${run_folder:RUNS,STAMP,${ckpt_path},${stage}}`: a new folder, or the run `ckpt_path=last` continues.
+OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)
 
 
 @cache

@@ -8,27 +8,37 @@
 - `test` (after any of them with `test_after_training=true`): the checkpoint handed on, scored on
   mixtures of the test split as `sepgan evaluate --data` scores it.
 
-Each stage returns a `StageResult` with its figures and the checkpoint it hands on.
+Each stage returns a `StageResult` with its figures and the checkpoint it hands on; `Progress` records
+them in the run's `results.json` as they come, which is what a resumed run (`ckpt_path=last`,
+`sepgan.training.resume`) skips.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
 
+from sepgan.atomic import AtomicFile
 from sepgan.training.config import build_separator
 from sepgan.data import SeparationDataModule
+from sepgan.training import resume
 from sepgan.training.distributed import strategy_with_unused_parameters
 from sepgan.models import Separator, SpeakerSeparator, load_discriminator, load_separator
 from sepgan.training.systems.adversarial import AdversarialGuard, AdversarialSystem
+from sepgan.training.systems.callbacks import LastCheckpoint, model_checkpoint
 from sepgan.training.systems.discriminator import DiscriminatorSystem
 from sepgan.training.systems.finite import NonFiniteError
 from sepgan.training.systems.generator import GeneratorSystem
@@ -74,14 +84,22 @@ def build_loggers(cfg: DictConfig, stage: str) -> list:
     return loggers
 
 
-def build_trainer(cfg: DictConfig, stage: str, extra_callbacks: tuple = (), **overrides) -> pl.Trainer:
-    """The configured Trainer with the configured loggers and callbacks; `overrides` win over the config."""
+def build_trainer(cfg: DictConfig, stage: str, extra_callbacks: tuple = (), resume_from: str | None = None,
+                  **overrides) -> pl.Trainer:
+    """The configured Trainer with the configured loggers and callbacks and a `LastCheckpoint`; `overrides` win
+    over the config. `resume_from`: the checkpoint the stage continues from, whose earlier CSV rows are kept."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg, stage), callbacks=callbacks + list(extra_callbacks),
-                          **overrides)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    return trainer
+    loggers = build_loggers(cfg, stage)
+    with warnings.catch_warnings():
+        if resume_from:  # the CSV logger's "previous log files ... will be deleted": they are put back here
+            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+        for logger in loggers:
+            if isinstance(logger, CSVLogger) and resume_from:  # read before the logger empties metrics.csv
+                for step, row in resume.earlier_csv_rows(Path(logger.log_dir, "metrics.csv"), resume_from):
+                    logger.log_metrics(row, step)
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    last = [LastCheckpoint()] if cfg.trainer.get("enable_checkpointing", True) else []
+    return instantiate(cfg.trainer, logger=loggers, callbacks=[*callbacks, *last, *extra_callbacks], **overrides)
 
 
 def validation_si_sdri(cfg: DictConfig, system: pl.LightningModule, datamodule) -> float:
@@ -107,31 +125,6 @@ def build_datamodule(cfg: DictConfig, separator: Separator) -> SeparationDataMod
 
 def build_loss(cfg: DictConfig):
     return instantiate(cfg.loss, _convert_="all")
-
-
-def find_last_checkpoint(cfg: DictConfig) -> str:
-    """The newest `last.ckpt` of this run folder, or else of any earlier run of the same experiment."""
-    here = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if here.exists():
-        return str(here)
-    candidates = sorted(Path(cfg.paths.log_dir, cfg.name).glob("**/checkpoints/last.ckpt"),
-                        key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt under '{Path(cfg.paths.log_dir, cfg.name)}'; "
-                                f"train once first, or give ckpt_path=PATH")
-    return str(candidates[-1])
-
-
-def resolve_checkpoint(cfg: DictConfig) -> str | None:
-    if cfg.get("ckpt_path") in (None, ""):
-        return None
-    if cfg.ckpt_path == "last":
-        path = find_last_checkpoint(cfg)
-        log.info("resuming from %s", path)
-        return path
-    if not Path(cfg.ckpt_path).exists():
-        raise FileNotFoundError(f"ckpt_path: checkpoint '{cfg.ckpt_path}' not found")
-    return cfg.ckpt_path
 
 
 def save_config(cfg: DictConfig) -> None:
@@ -161,13 +154,31 @@ def _failed(trainer: pl.Trainer | None, stage: str, started: float, error: NonFi
     log.error("%s", error)
     result = StageResult(stage, trainer.global_step if trainer else 0, time.perf_counter() - started, None,
                          failure=str(error))
-    callback = trainer.checkpoint_callback if trainer else None
+    callback = model_checkpoint(trainer) if trainer else None
     if callback is not None and callback.best_model_path:
         result.notes.append(f"not handed on: {callback.best_model_path}, the best checkpoint before the failure "
                             f"(finite, validation SI-SDRi {float(callback.best_model_score):.2f} dB)"
                             if callback.best_model_score is not None else
                             f"not handed on: {callback.best_model_path}, saved before the failure")
     return result
+
+
+def _fit(trainer: pl.Trainer, system: pl.LightningModule, datamodule, checkpoint: str | None) -> list[str]:
+    """`trainer.fit`, continuing from `checkpoint` if given; returns a note saying so."""
+    notes = []
+    if checkpoint:
+        step = resume.checkpoint_step(checkpoint)
+        log.info("continuing from step %d of %s", step, checkpoint)
+        notes.append(f"continued from step {step} ({checkpoint})")
+    with warnings.catch_warnings():
+        if checkpoint:  # continuing in the same folder is the point; before the first validation after a resume
+            # at an epoch's end Lightning looks for the monitored value, which is not there yet; and the training
+            # mixtures are drawn afresh anyway (no data loader state to resume)
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            warnings.filterwarnings("ignore", message=r"`ModelCheckpoint\(monitor=.*could not find the monitored key")
+            warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch")
+        trainer.fit(system, datamodule=datamodule, ckpt_path=checkpoint)
+    return notes
 
 
 def _require(path: str | None, stage: str) -> str:
@@ -207,19 +218,22 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
         raise ValueError("generator pretraining needs a reconstruction term in loss.weights "
                          f"(one of {list(loss.TERMS)}); adversarial weights act only in the adversarial stage")
     system = _generator_system(separator, loss, instantiate(cfg.optim))
-    trainer = build_trainer(cfg, "generator")
+    resume_from = resume.stage_checkpoint(cfg)
+    trainer = build_trainer(cfg, "generator", resume_from=resume_from)
     try:
-        trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg))
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        result = _finish(trainer, system, datamodule, "generator", started, best or None)
+        notes = _fit(trainer, system, datamodule, resume_from)
+        best = model_checkpoint(trainer)
+        result = _finish(trainer, system, datamodule, "generator", started,
+                         (best.best_model_path if best else "") or None)
     except NonFiniteError as err:
         return _failed(trainer, "generator", started, err)
     # Without a best checkpoint (fast_dev_run saves none; enable_checkpointing=false) the final
     # weights are handed on, so the next stage and test_after_training still have a generator.
     # Saved only now, after `_finish` has checked the last validation.
     result.checkpoint = result.checkpoint or _final_checkpoint(cfg, trainer)
-    if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None:
-        result.metrics["best_val/si_sdri"] = float(trainer.checkpoint_callback.best_model_score)
+    if best is not None and best.best_model_score is not None:
+        result.metrics["best_val/si_sdri"] = float(best.best_model_score)
+    result.notes += notes
     return result
 
 
@@ -243,14 +257,16 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
     discriminator = instantiate(cfg.gan.discriminator, in_channels=separator.frontend.channels, _convert_="all")
     system = _for_voices(separator, DiscriminatorSystem, SpeakerDiscriminatorSystem)(
         separator, discriminator, cfg.gan.objective, instantiate(cfg.gan.discriminator_optimizer))
-    trainer = build_trainer(cfg, "discriminator", max_steps=cfg.gan.steps.discriminator, max_epochs=-1,
-                            check_val_every_n_epoch=None, val_check_interval=cfg.gan.val_check_steps)
+    resume_from = resume.stage_checkpoint(cfg)
+    trainer = build_trainer(cfg, "discriminator", resume_from=resume_from, max_steps=cfg.gan.steps.discriminator,
+                            max_epochs=-1, check_val_every_n_epoch=None, val_check_interval=cfg.gan.val_check_steps)
     try:
-        trainer.fit(system, datamodule=datamodule)
+        notes = _fit(trainer, system, datamodule, resume_from)
         result = _finish(trainer, system, datamodule, "discriminator", started, None)
     except NonFiniteError as err:
         return _failed(trainer, "discriminator", started, err)
     result.checkpoint = _final_checkpoint(cfg, trainer)  # only once the last validation was found finite
+    result.notes += notes
     return result
 
 
@@ -280,19 +296,20 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
         return _failed(None, "adversarial", started, err)
     guard = AdversarialGuard(baseline, **gan.guard)
     # Manual optimisation clips its own gradients; Lightning refuses a Trainer-level clip value with it.
-    trainer = build_trainer(cfg, "adversarial", max_steps=gan.steps.adversarial, max_epochs=-1,
+    resume_from = resume.stage_checkpoint(cfg)
+    trainer = build_trainer(cfg, "adversarial", resume_from=resume_from, max_steps=gan.steps.adversarial, max_epochs=-1,
                             check_val_every_n_epoch=None, val_check_interval=gan.val_check_steps,
                             gradient_clip_val=None, extra_callbacks=[guard],
                             strategy=strategy_with_unused_parameters(cfg.trainer))
     final = str(Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt")
     try:
-        trainer.fit(system, datamodule=datamodule)
+        notes = _fit(trainer, system, datamodule, resume_from)
         result = _finish(trainer, system, datamodule, "adversarial", started, final)
     except NonFiniteError as err:
         return _failed(trainer, "adversarial", started, err)
     trainer.save_checkpoint(final, weights_only=False)
     result.metrics["baseline_val/si_sdri"] = baseline
-    result.notes += guard.messages
+    result.notes += notes + guard.messages
     si_sdri = result.metrics["val/si_sdri"]
     if si_sdri < baseline - gan.guard.tolerance_db:
         result.notes.append(f"WARNING: the adversarial stage ends WORSE than the pretrained generator: "
@@ -352,17 +369,23 @@ def stage_config(cfg: DictConfig, index: int, stage: str) -> DictConfig:
 
 
 def run_gan(cfg: DictConfig) -> list[StageResult]:
-    """The three stages in order, each in its own folder, checkpoints handed on, one data module for all."""
+    """The three stages in order, each in its own folder, checkpoints handed on, one data module for all.
+
+    With `ckpt_path=last` the stages the run finished are skipped (their recorded checkpoints are handed
+    on) and the one it was in continues from its `last.ckpt`.
+    """
     save_config(cfg)
+    progress = Progress(cfg)
     datamodule = build_datamodule(cfg, build_separator(cfg))
-    generator = run_generator(stage_config(cfg, 1, "generator"), datamodule)
+    generator = progress.run("generator", lambda: run_generator(stage_config(cfg, 1, "generator"), datamodule))
     if generator.failure:  # nothing to hand on: the later stages do not run
         return [generator]
-    discriminator = run_discriminator(stage_config(cfg, 2, "discriminator"), generator.checkpoint, datamodule)
+    discriminator = progress.run("discriminator", lambda: run_discriminator(
+        stage_config(cfg, 2, "discriminator"), generator.checkpoint, datamodule))
     if discriminator.failure:
         return [generator, discriminator]
-    adversarial = run_adversarial(stage_config(cfg, 3, "adversarial"), generator.checkpoint,
-                                  discriminator.checkpoint, datamodule)
+    adversarial = progress.run("adversarial", lambda: run_adversarial(
+        stage_config(cfg, 3, "adversarial"), generator.checkpoint, discriminator.checkpoint, datamodule))
     return [generator, discriminator, adversarial]
 
 
@@ -380,6 +403,36 @@ def _test_line(result: StageResult) -> str:
         parts.append(f"{METRIC_LABELS[metric]} {text(metric, result.metrics['test/' + metric])}"
                      + (f" ({', '.join(references)})" if references else ""))
     return f"{'test':<14} " + ", ".join(parts)
+
+
+class Progress:
+    """The stages of a run finished so far, kept in its `results.json` (rewritten whole as each one ends).
+
+    A new run starts the file empty (a reused folder's old record goes); a resumed one (`ckpt_path=last`)
+    reads it, and `run` hands back what a finished stage recorded instead of training it again.
+    """
+
+    def __init__(self, cfg: DictConfig):
+        self.path = Path(cfg.paths.output_dir, resume.RESULTS)
+        resuming = cfg.get("ckpt_path") == "last" and self.path.is_file()
+        self.finished = [StageResult(**r) for r in json.loads(self.path.read_text())] if resuming else []
+        if not resuming:
+            self._write()
+
+    def run(self, stage: str, train: Callable[[], StageResult]) -> StageResult:
+        done = next((r for r in self.finished if r.stage == stage and not r.failure), None)
+        if done is not None:
+            log.info("stage %s finished before: skipped (%d steps, hands on %s)", stage, done.steps, done.checkpoint)
+            return replace(done, notes=[*done.notes, "finished before the resume: figures as recorded then"])
+        result = train()
+        self.finished.append(result)
+        self._write()
+        return result
+
+    def _write(self) -> None:
+        if rank_zero_only.rank == 0:  # under DDP every rank runs the stages; one writes
+            with AtomicFile(self.path, overwrite=True) as out:
+                out.tmp.write_text(json.dumps(as_dict(self.finished), indent=2))
 
 
 def summary(results: list[StageResult]) -> str:

@@ -152,8 +152,21 @@ class AdversarialGuard(pl.Callback):
         log.warning(message)
         self.messages.append(message)
 
+    # Its state travels in the checkpoints, so a resumed stage keeps the best weights, strikes and decisions.
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score, "best_state": self.best_state, "strikes": self.strikes,
+                "fired": self.fired, "messages": self.messages}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.__dict__.update(state_dict)
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.best_state = copy.deepcopy(pl_module.state_dict())
+        if self.best_state is None:  # else restored from the checkpoint the stage resumes from
+            self.best_state = copy.deepcopy(pl_module.state_dict())
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.fired and self.action != "warn":  # it fired before the stage was interrupted
+            trainer.should_stop = True
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or "val/si_sdri" not in trainer.callback_metrics:
