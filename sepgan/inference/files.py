@@ -121,6 +121,17 @@ class _AudioWriter:
         self.target.discard()
 
 
+def commit_all(writers: list[_AudioWriter]) -> None:
+    for w in writers:
+        w.commit()
+
+
+def discard_all(writers: list[_AudioWriter]) -> None:
+    """Remove every partial output (on any error or interruption): a result is complete or absent."""
+    for w in writers:
+        w.discard()
+
+
 def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str | Path,
                   noise_path: str | Path | None = None, *, mono: bool = False, out: OutputFormat | None = None,
                   overwrite: bool = False, dry: float = 0.0, block_seconds: float = 1.0,
@@ -173,11 +184,9 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
             writers[0].write(s)
             if noise_path is not None:
                 writers[1].write(m - s)
-        for w in writers:
-            w.commit()
+        commit_all(writers)
     except BaseException:
-        for w in writers:
-            w.discard()
+        discard_all(writers)
         raise
     return dict(source=str(source), speech=str(speech_path), noise=str(noise_path) if noise_path else None,
                 seconds=info.frames / rate, clipped=clipped)

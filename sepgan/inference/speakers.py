@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from sepgan.audio import AudioError, audio_info
 from sepgan.inference.chunked import fit_length, level, resampled
-from sepgan.inference.files import OutputFormat, _AudioWriter, read_blocks
+from sepgan.inference.files import OutputFormat, _AudioWriter, commit_all, discard_all, read_blocks
 from sepgan.inference.permutation import SpeakerChunkedSeparator, SpeakersBackend
 from sepgan.models import load_separator
 
@@ -82,11 +82,9 @@ def separate_speakers_file(engine: SpeakerChunkedSeparator, source: str | Path, 
                 clipped += int(np.count_nonzero(np.abs(b) > 1.0))
             for k, writer in enumerate(writers):
                 writer.write(b[:, k])
-        for w in writers:
-            w.commit()
+        commit_all(writers)
     except BaseException:
-        for w in writers:
-            w.discard()
+        discard_all(writers)
         raise
     return dict(source=str(source), speakers=[str(p) for p in targets], seconds=info.frames / rate, clipped=clipped)
 

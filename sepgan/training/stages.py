@@ -181,6 +181,14 @@ def _fit(trainer: pl.Trainer, system: pl.LightningModule, datamodule, checkpoint
     return notes
 
 
+def _begin(cfg: DictConfig) -> float:
+    """What every stage does first: seed everything, write its config; returns the start time."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    save_config(cfg)
+    return started
+
+
 def _require(path: str | None, stage: str) -> str:
     if not path:
         raise ValueError(f"stage={stage} needs a generator checkpoint: pass init_from=PATH "
@@ -208,9 +216,7 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
     With `init_from=CKPT` it starts from that generator's weights (and front-end) with a fresh
     optimizer and schedule, e.g. to fine-tune a model on other data or anneal its learning rate.
     """
-    started = time.perf_counter()
-    pl.seed_everything(cfg.seed, workers=True)
-    save_config(cfg)
+    started = _begin(cfg)
     separator = load_separator(cfg.init_from).train() if cfg.get("init_from") else build_separator(cfg)
     datamodule = datamodule or build_datamodule(cfg, separator)
     loss = build_loss(cfg)
@@ -248,9 +254,7 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
                 callback.monitor, callback.mode = "val/disc/accuracy", "max"
         if "validation_examples" in callbacks:
             callbacks.validation_examples = None
-    started = time.perf_counter()
-    pl.seed_everything(cfg.seed, workers=True)
-    save_config(cfg)
+    started = _begin(cfg)
     checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "discriminator")
     separator = load_separator(checkpoint)
     datamodule = datamodule or build_datamodule(cfg, separator)
@@ -273,9 +277,7 @@ def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
 def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, discriminator_checkpoint: str | None = None,
                     datamodule: SeparationDataModule | None = None) -> StageResult:
     """Stage 3: adversarial fine-tuning, guarded; hands on `final.ckpt` (rolled back if the guard says so)."""
-    started = time.perf_counter()
-    pl.seed_everything(cfg.seed, workers=True)
-    save_config(cfg)
+    started = _begin(cfg)
     checkpoint = _require(generator_checkpoint or cfg.get("init_from"), "adversarial")
     separator = load_separator(checkpoint)
     separator.train()
@@ -319,9 +321,7 @@ def run_adversarial(cfg: DictConfig, generator_checkpoint: str | None = None, di
 
 def run_validation(cfg: DictConfig) -> StageResult:
     """A generator checkpoint (`init_from`) on the validation set, on any number of devices."""
-    started = time.perf_counter()
-    pl.seed_everything(cfg.seed, workers=True)
-    save_config(cfg)
+    started = _begin(cfg)
     checkpoint = _require(cfg.get("init_from"), "validate")
     separator = load_separator(checkpoint)
     datamodule = build_datamodule(cfg, separator)

@@ -47,6 +47,11 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
     def _step(self, batch: dict, stage: str):
         sep = self.separator(batch["mixture"])
         total, terms = self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend)
+        self._check_and_log(stage, total, terms, batch)
+        return sep, total
+
+    def _check_and_log(self, stage: str, total: torch.Tensor, terms: dict[str, torch.Tensor], batch: dict) -> None:
+        """Hand the loss terms to the non-finite watch and log them (per step in training, per epoch in validation)."""
         if stage == "train":
             self.watch("generator", terms, batch)
         else:
@@ -58,7 +63,6 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
         for name, value in terms.items():
             self.log(f"{stage}/loss/{name}", value, on_step=on_step, on_epoch=True, batch_size=batch_size,
                      sync_dist=not on_step)
-        return sep, total
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[1]

@@ -33,17 +33,7 @@ class SpeakersSystem(GeneratorSystem):
     def _step(self, batch: dict, stage: str):
         sep = self.separator(batch["mixture"])
         total, terms, _ = self.loss(sep.sources, batch["sources"])
-        if stage == "train":
-            self.watch("generator", terms, batch)
-        else:
-            self.watch_validation({f"loss/{name}": value for name, value in terms.items()})
-        on_step = stage == "train"
-        batch_size = batch["mixture"].shape[0]
-        self.log(f"{stage}/loss", total, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=batch_size,
-                 sync_dist=not on_step)
-        for name, value in terms.items():
-            self.log(f"{stage}/loss/{name}", value, on_step=on_step, on_epoch=True, batch_size=batch_size,
-                     sync_dist=not on_step)
+        self._check_and_log(stage, total, terms, batch)
         return sep, total
 
     def validation_step(self, batch: dict, batch_idx: int):
