@@ -56,7 +56,12 @@ class AtomicFile:
         self.path, self.overwrite = Path(path), overwrite
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=PART_SUFFIX)
-        _lock(fd)  # held until commit or discard: the mark of a file still being written
+        try:
+            _lock(fd)  # held until commit or discard: the mark of a file still being written
+        except BaseException:  # Ctrl-C or SIGTERM can land here too: no orphaned temporary file
+            os.close(fd)
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self._fd: int | None = fd
         self.tmp = Path(tmp)
 

@@ -105,7 +105,7 @@ class _AudioWriter:
         try:
             self.file = sf.SoundFile(str(self.target.tmp), "w", out.sample_rate, channels, out.subtype,
                                      format=out.format)
-        except Exception:
+        except BaseException:  # an error, or Ctrl-C/SIGTERM while opening: no orphaned temporary file
             self.target.discard()
             raise
 
