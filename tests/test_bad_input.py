@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
 
+import sepgan
 from sepgan.atomic import AtomicFile, remove_stale_parts
 from sepgan.audio import AudioError, NonFiniteAudioError, NonFiniteWarning, audio_info
 from sepgan.commands import main
@@ -69,6 +70,21 @@ def test_separate_reports_every_bad_file_and_cleans_the_good_ones(bad_audio, tmp
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{f.path.stem}.wav" for f in batch if f.good)
     if mp3_writable():  # an MP3 written as WAV gets WAV's default sample format
         assert sf.info(str(out / "talk.wav")).subtype == "PCM_16"
+
+
+def test_the_python_api_refuses_every_bad_file_by_name_and_cleans_the_good_ones(bad_audio, tmp_path, tiny_checkpoint):
+    model = sepgan.load(tiny_checkpoint)
+    for f in (f for f in bad_audio if not f.huge):
+        target = tmp_path / f"{f.path.stem}.wav"
+        if f.good:
+            model.separate_file(f.path, target, format="wav")
+            wav, _ = sf.read(target, dtype="float32", always_2d=True)
+            assert wav.shape[0] == sf.info(str(f.path)).frames and np.isfinite(wav).all(), f.name
+        else:
+            with pytest.raises((AudioError, ValueError, FileNotFoundError)) as caught:
+                model.separate_file(f.path, target, format="wav")
+            assert f.problem in str(caught.value), (f.name, str(caught.value))
+            assert not target.exists() and not list(tmp_path.glob(f".{target.name}.*.part")), f.name
 
 
 def test_nonfinite_samples_become_zeros_only_when_asked(bad_audio, tmp_path, tiny_checkpoint, capsys):
