@@ -18,6 +18,7 @@ from torch import nn
 from sepgan.audio import FrontEnd
 from sepgan.metrics import si_sdr
 from sepgan.models.separator import Separation
+from sepgan.models.noise_classifier import noise_class_loss
 from sepgan.numerics import full_precision, upcast
 
 
@@ -134,13 +135,14 @@ class SeparationLoss(nn.Module):
 
     Terms: `mse` (speech features), `noise_weighted_mse` (speech features, weighted by true noise
     magnitude), `huber_noise` (noise features), `ssim` (speech log-magnitude), `projection`
-    (speech waveform), `si_sdr` (speech waveform) and `mrstft` (multi-resolution STFT magnitudes of
-    the speech waveform, at the normalised level). The weights `adversarial` and
+    (speech waveform), `si_sdr` (speech waveform), `mrstft` (multi-resolution STFT magnitudes of
+    the speech waveform, at the normalised level) and `noise_class` (cross-entropy of the noise
+    classifier's pooled scores against the mixture's noise classes). The weights `adversarial` and
     `feature_matching` are kept in `adversarial_weights` for the adversarial stage, which owns the
     discriminator they need.
     """
 
-    TERMS = ("mse", "noise_weighted_mse", "huber_noise", "ssim", "projection", "si_sdr", "mrstft")
+    TERMS = ("mse", "noise_weighted_mse", "huber_noise", "ssim", "projection", "si_sdr", "mrstft", "noise_class")
     ADVERSARIAL_TERMS = ("adversarial", "feature_matching")
 
     def __init__(self, weights: dict[str, float], huber_delta: float = 1.0, ssim_range_db: float = 80.0,
@@ -162,16 +164,19 @@ class SeparationLoss(nn.Module):
         if any(len(r) != 2 or min(r) < 1 for r in self.mrstft_resolutions):
             raise ValueError(f"loss.mrstft_resolutions must be [n_fft, hop] pairs, got {mrstft_resolutions}")
 
-    def forward(self, sep: Separation, speech: torch.Tensor, noise: torch.Tensor, frontend: FrontEnd):
+    def forward(self, sep: Separation, speech: torch.Tensor, noise: torch.Tensor, frontend: FrontEnd,
+                noise_classes: torch.Tensor | None = None):
         """Total loss and a dict of every unweighted term, for `speech`/`noise` waveforms (batch, samples).
 
+        `noise_classes` (batch, classes), multi-hot, is needed by the `noise_class` term only.
         Always computed in float32, also under autocast (SSIM's filters and the STFTs of the targets
         would otherwise run in 16 bits).
         """
         with full_precision(speech):
-            return self._terms(sep, upcast(speech), upcast(noise), frontend)
+            return self._terms(sep, upcast(speech), upcast(noise), frontend, noise_classes)
 
-    def _terms(self, sep: Separation, speech: torch.Tensor, noise: torch.Tensor, frontend: FrontEnd):
+    def _terms(self, sep: Separation, speech: torch.Tensor, noise: torch.Tensor, frontend: FrontEnd,
+               noise_classes: torch.Tensor | None = None):
         terms: dict[str, torch.Tensor] = {}
         w = self.weights
         if w.keys() & {"mse", "noise_weighted_mse", "ssim"}:
@@ -193,6 +198,11 @@ class SeparationLoss(nn.Module):
         if "mrstft" in w:
             terms["mrstft"] = multi_resolution_stft_loss(sep.speech / sep.scale, speech / sep.scale,
                                                          self.mrstft_resolutions)
+        if "noise_class" in w:
+            if sep.noise_logits is None or noise_classes is None:
+                raise ValueError("loss.weights.noise_class needs a model with a noise classifier "
+                                 "(model.noise_classifier) and the mixtures' noise classes")
+            terms["noise_class"] = noise_class_loss(upcast(sep.noise_logits), noise_classes)
         total = sum((w[name] * value for name, value in terms.items()), sep.speech.new_zeros(()))
         return total, terms
 

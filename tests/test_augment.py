@@ -138,8 +138,11 @@ def test_a_second_source_is_added_as_often_as_asked(monkeypatch):
     monkeypatch.setattr(Augmenter, "noise_source", counted)
     for probability, expected in ((0.0, 8), (1.0, 16)):
         calls.clear()
-        examples(datamodule(second_source=probability), 8)
+        made = examples(datamodule(second_source=probability), 8)
         assert len(calls) == expected
+        # the second source's class is named too (the noise classifier's targets), -1 when there is none
+        seconds = [int(example["noise_class2"]) for example in made]
+        assert all(c >= 0 for c in seconds) if probability else seconds == [-1] * 8
 
 
 @pytest.mark.parametrize("rt60", [0.3, 0.8])
@@ -221,8 +224,9 @@ def test_config_turns_augmentation_on_for_training_but_not_for_the_study_experim
     dm.setup()
     assert dm.datasets["train"].augmenter is not None and dm.datasets["val"].augmenter is None
     assert dm.augment.snr_db == (-5.0, 20.0)
-    for experiment in ("tone", "dog_bark", "air_conditioner", "pretrained", "demo"):
+    for experiment in ("tone", "dog_bark", "air_conditioner", "demo"):
         assert compose_config([f"experiment={experiment}"]).data.augment.enabled is False
+    assert compose_config(["experiment=pretrained"]).data.augment.enabled is True  # the shipped model's recipe
 
 
 def test_fft_convolutions_match_direct_ones():

@@ -152,3 +152,18 @@ def test_dilated_preset_trains_a_step():
 def test_bad_bottleneck_settings_are_named(unet, message):
     with pytest.raises(ValueError, match=message):
         Separator(FrontEnd(), unet=unet)
+
+
+def test_transfer_weights_fills_what_fits_and_refuses_other_shapes(tmp_path):
+    from sepgan.models import transfer_weights
+    from tests.conftest import save_checkpoint, tiny_separator
+
+    source = save_checkpoint(tiny_separator(), tmp_path / "v1.ckpt")
+    longer_hop = tiny_separator("frontend.hop_length=256", "model.unet.bottleneck=dilated")
+    copied, fresh = transfer_weights(longer_hop, source)
+    assert fresh and all(".temporal." in name for name in fresh)  # only the added block starts fresh
+    state = torch.load(source, weights_only=True)["state_dict"]
+    assert all(torch.equal(longer_hop.state_dict()[name], state[f"separator.{name}"]) for name in copied)
+    assert longer_hop.frontend.hop_length == 256  # the model keeps its own configuration
+    with pytest.raises(ValueError, match="weights of another shape"):
+        transfer_weights(tiny_separator("model.unet.channels=3"), source)

@@ -9,6 +9,7 @@ renamed). One bad file is reported and skipped; the exit code says whether any f
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sepgan.atomic import remove_stale_parts
+from sepgan.atomic import AtomicFile, remove_stale_parts
 from sepgan.audio import (AUDIO_EXTENSIONS, AudioError, NonFiniteAudioError, NonFiniteWarning, audio_info,
                           find_audio_files)
 from sepgan.commands.options import positive_int, torch_device
@@ -26,6 +27,7 @@ from sepgan.inference.backends import load_backend
 from sepgan.pretrained import default_checkpoint
 from sepgan.inference.chunked import ChunkedSeparator, check_dry
 from sepgan.inference.files import FORMATS, OutputFormat, separate_file
+from sepgan.inference.noise_report import describe
 
 NOISE_SUFFIX = "_noise"
 
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="chunks per model call (default 1; more helps on a GPU)")
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
     p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (torch backend)")
+    p.add_argument("--report", metavar="FILE", help="write what noise was removed from each file, and when, as "
+                                                    "JSON (a model with a noise classifier; torch backend)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--speakers", type=int, default=1, help="separate N voices into NAME_speaker1.EXT ... "
                                                            "(a speaker model: +experiment=two_speakers)")
@@ -118,13 +122,24 @@ def _separate_one(job: Job, engine: ChunkedSeparator, args: argparse.Namespace, 
             warnings.simplefilter("always", NonFiniteWarning)
             return separate_file(engine, job.source, job.speech, job.noise, mono=args.mono, out=out,
                                  overwrite=args.overwrite, dry=args.dry, progress=bar.update,
-                                 fix_nonfinite=args.fix_nonfinite)
+                                 fix_nonfinite=args.fix_nonfinite, name_noise=bool(args.report))
     finally:  # after the recording has stopped
         for message in dict.fromkeys(str(w.message) for w in caught if w.category is NonFiniteWarning):
             bar.write(f"warning: {message}", file=sys.stderr)
         for w in caught:
             if w.category is not NonFiniteWarning:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _check_report(path: str, backend, overwrite: bool) -> None:
+    """Before any work: the report needs a model that names noise, and never replaces a file unasked."""
+    if getattr(getattr(backend, "model", None), "noise_classifier", None) is None:
+        raise ValueError(f"--report: the {backend.name} model given cannot name noise (it needs a PyTorch "
+                         f"checkpoint with a noise classifier, such as the shipped one; ONNX files carry none)")
+    if Path(path).is_dir():
+        raise ValueError(f"--report {path}: is a folder; give a file name, e.g. report.json")
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"--report {path}: exists; not overwritten (--overwrite to replace)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,13 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         backend = load_backend(args.checkpoint or default_checkpoint(), args.backend, args.device, args.threads)
         engine = ChunkedSeparator(backend, args.chunk_seconds, args.batch_size, args.context_seconds)
-    except (FileNotFoundError, ValueError) as err:
+        if args.report:
+            _check_report(args.report, backend, args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for folder in sorted({target.parent for job in jobs for target in (job.speech, job.noise) if target}):
         remove_stale_parts(folder, report=lambda message: print(message, file=sys.stderr))
     loaded = time.perf_counter()
-    failed, cleaned, done_seconds, interrupted = [], 0, 0.0, None
+    failed, cleaned, done_seconds, interrupted, reports = [], 0, 0.0, None, []
     with tqdm(total=round(sum(_seconds(j.source) for j in jobs), 1), unit="s", disable=args.quiet,
               desc="separating", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
         for job in jobs:
@@ -166,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             cleaned += 1
             done_seconds += result["seconds"]
+            if args.report:
+                reports.append({"input": str(job.source), "noise": result["removed"]})
+                bar.write(f"{job.source}: removed {describe(result['removed'])}", file=sys.stderr)
             if result["clipped"]:
                 bar.write(f"warning: {job.speech}: {result['clipped']} samples clipped to [-1, 1] "
                           f"(use --subtype FLOAT to keep them)", file=sys.stderr)
@@ -175,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"{len(failed)} of {len(jobs)} files failed (see the errors above): "
               f"{', '.join(str(p) for p in failed)}", file=sys.stderr)
+    if args.report and reports:
+        with AtomicFile(args.report, overwrite=args.overwrite) as report:
+            report.tmp.write_text(json.dumps(reports, indent=2) + "\n")
+        print(f"noise report of {len(reports)} files: {args.report}", file=sys.stderr)
     rtf = f", real-time factor {elapsed / done_seconds:.3f}" if done_seconds else ""
     print(f"cleaned {cleaned} of {len(jobs)} files ({done_seconds:.1f} s of audio) in "
           f"{elapsed:.1f} s{rtf} (model loaded in {loaded - started:.1f} s, {backend.name} backend) "

@@ -285,18 +285,23 @@ class Augmenter:
                               mean_power=self.mean_power(corpus, index))
 
     def __call__(self, rng: np.random.Generator) -> dict[str, Any] | None:
-        """An example (mixture, speech, noise, snr_db, noise_class), or None when an excerpt was silent."""
+        """An example (mixture, speech, noise, snr_db, noise_class, noise_class2), or None when an excerpt was silent.
+
+        `noise_class2` is the second noise source's class, or -1 when there is none.
+        """
         index = int(rng.integers(len(self.speech)))
         speech = self.speech_excerpt(index, rng)
         first = self.noise_source(rng, self.speech.recordings[index].group)
         if speech is None or first is None:
             return None
         noise, label = first
+        second_label = None
         if rng.random() < self.cfg.second_source:
             second = self.noise_source(rng, self.speech.recordings[index].group)
             if second is None:
                 return None
             noise = noise + second[0] * 10 ** (rng.uniform(*self.cfg.second_source_db) / 20)
+            second_label = second[1]
         speech = self.channel(speech, rng, self.cfg.eq.speech, self.cfg.band_limit.speech)
         target = speech[self.context:]
         reverb = self.cfg.reverb
@@ -315,6 +320,7 @@ class Augmenter:
         example = self.mixer.mix(reverberant, noise, rng.uniform(*self.cfg.snr_db), rng.uniform(*self.cfg.gain_db),
                                  target=target)
         example["noise_class"] = self.labels.index(label)
+        example["noise_class2"] = -1 if second_label is None else self.labels.index(second_label)
         return example
 
     def room(self, rng: np.random.Generator, rt60: float) -> np.ndarray:

@@ -63,8 +63,8 @@ class MixtureDataset(Dataset):
         for _ in range(50):
             example = self.augmenter(rng) if self.augmenter is not None else self._plain(rng)
             if example is not None:
-                noise_class = example.pop("noise_class")
-                return {**{k: torch.as_tensor(v) for k, v in example.items()}, "noise_class": noise_class}
+                labels = {key: example.pop(key) for key in ("noise_class", "noise_class2")}
+                return {**{k: torch.as_tensor(v) for k, v in example.items()}, **labels}
         raise RuntimeError("50 draws in a row gave silent speech or noise excerpts; check the corpus for silent files")
 
     def _plain(self, rng: np.random.Generator) -> dict | None:
@@ -75,6 +75,7 @@ class MixtureDataset(Dataset):
         example = self.mixer(speech, self.noise.load(noise_index), rng)
         if example is not None:
             example["noise_class"] = self.noise.labels.index(label)
+            example["noise_class2"] = -1  # the index of a second noise source's class (augmented mixtures only)
         return example
 
 

@@ -3,6 +3,7 @@
     import sepgan
     model = sepgan.load()                      # the shipped model; or a .ckpt / .onnx path
     speech, noise = model.separate(audio, 44100)
+    model.separate(audio, 44100).removed       # what noise was removed, and when (the shipped model names it)
 
 Everything runs through the same `ChunkedSeparator` as `sepgan separate`, so arrays of any length,
 rate and channel count give what the command writes for the same audio, with memory bounded by the
@@ -11,26 +12,37 @@ chunk length, not by the input.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from sepgan.audio import audio_info
 from sepgan.inference.backends import Backend, load_backend
-from sepgan.inference.chunked import ChunkedSeparator, check_dry, with_dry
+from sepgan.inference.chunked import ChunkedSeparator, check_dry, level, resampled, with_dry
 from sepgan.inference.files import OutputFormat, separate_file
+from sepgan.inference.noise_report import NoiseNamer
 from sepgan.pretrained import DEFAULT_CHECKPOINT, default_checkpoint
 
 Audio = np.ndarray | torch.Tensor
 
 
-class Separated(NamedTuple):
-    """Speech and noise of one input, in its type, shape and rate; `speech + noise` is the input."""
+@dataclass
+class Separated:
+    """Speech and noise of one input, in its type, shape and rate; `speech + noise` is the input.
+
+    Unpacks as `speech, noise = ...`. `removed` lists what noise the model heard in the removed
+    part, and when (`sepgan.inference.noise_report`); None for a model without a noise classifier.
+    """
 
     speech: Audio
     noise: Audio
+    removed: list[dict] | None = None
+
+    def __iter__(self) -> Iterator[Audio]:
+        return iter((self.speech, self.noise))
 
 
 def _shipped() -> dict[str, Path]:
@@ -69,12 +81,18 @@ class Model:
     def __repr__(self) -> str:
         return f"<sepgan model '{self.path.name}', {self.backend.name} backend, {self.sample_rate} Hz>"
 
+    @property
+    def names_noise(self) -> bool:
+        """Whether the model has a noise classifier (PyTorch checkpoints only; ONNX files carry none)."""
+        return getattr(getattr(self.backend, "model", None), "noise_classifier", None) is not None
+
     def separate(self, audio: Audio, sample_rate: int, dry: float = 0.0) -> Separated:
         """Speech and noise of `audio`: (samples,) or (channels, samples), numpy or torch, at `sample_rate`.
 
         Each channel is cleaned on its own; the results have the input's shape and rate, and its
         type (a tensor comes back as a float32 tensor on the input's device). `dry` (0 to 1) mixes
         that share of the input back into the speech; the noise is always the input minus the speech.
+        With a model that names noise, `.removed` says what was removed and when.
         """
         dry = check_dry(dry)
         if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
@@ -84,11 +102,26 @@ class Model:
         if mixture.ndim == 2 and mixture.shape[0] > mixture.shape[1]:
             raise ValueError(f"audio of shape {mixture.shape} has more channels than samples; pass "
                              f"(channels, samples), e.g. the transpose of what soundfile.read returns")
-        speech = with_dry(self.engine.separate(mixture, int(sample_rate)), mixture, dry)
+        speech = self.engine.separate(mixture, int(sample_rate))
+        removed = self._removed(mixture, mixture - speech, int(sample_rate)) if self.names_noise else None
+        speech = with_dry(speech, mixture, dry)
         noise = mixture - speech
         if tensor is not None:
-            return Separated(*(torch.from_numpy(x).to(tensor.device) for x in (speech, noise)))
-        return Separated(speech, noise)
+            speech, noise = (torch.from_numpy(x).to(tensor.device) for x in (speech, noise))
+        return Separated(speech, noise, removed)
+
+    def _removed(self, mixture: np.ndarray, noise: np.ndarray, rate: int) -> list[dict]:
+        """The noise report of one in-memory input, from its removed noise (before any dry mix)."""
+        channels = 1 if mixture.ndim == 1 else mixture.shape[0]
+
+        def to_model(x: np.ndarray) -> list[np.ndarray]:
+            return list(resampled([x.reshape(channels, -1)], rate, self.sample_rate, channels))
+
+        scale, _ = level(to_model(mixture))
+        namer = NoiseNamer(self.backend.model, scale, device=getattr(self.backend, "device", "cpu"))
+        for block in to_model(noise):
+            namer.add(block)
+        return namer.finish()
 
     def separate_file(self, source: str | Path, speech_path: str | Path, noise_path: str | Path | None = None,
                       *, dry: float = 0.0, mono: bool = False, format: str | None = None,
@@ -97,11 +130,12 @@ class Model:
 
         As `sepgan separate` does: streamed in blocks (any length), the input's format, subtype and
         rate unless asked otherwise, written atomically, never over the input nor over an existing
-        file unless `overwrite`. Returns a summary (seconds, clipped samples).
+        file unless `overwrite`. Returns a summary (seconds, clipped samples, and `removed`, the
+        noise report, with a model that names noise).
         """
         out = OutputFormat.for_input(audio_info(source), format, subtype, sample_rate)
         return separate_file(self.engine, source, speech_path, noise_path, mono=mono, out=out,
-                             overwrite=overwrite, dry=dry)
+                             overwrite=overwrite, dry=dry, name_noise=self.names_noise)
 
 
 def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float = 4.0,

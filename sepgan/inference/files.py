@@ -18,6 +18,7 @@ import soundfile as sf
 from sepgan.atomic import AtomicFile
 from sepgan.audio import AudioError, audio_info, read_blocks
 from sepgan.inference.chunked import ChunkedSeparator, check_dry, fit_length, level, resampled, with_dry
+from sepgan.inference.noise_report import NoiseNamer
 
 # Output formats by name (`--format`); libsndfile's name for each.
 FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aiff": "AIFF"}
@@ -135,7 +136,8 @@ def discard_all(writers: list[_AudioWriter]) -> None:
 def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str | Path,
                   noise_path: str | Path | None = None, *, mono: bool = False, out: OutputFormat | None = None,
                   overwrite: bool = False, dry: float = 0.0, block_seconds: float = 1.0,
-                  progress: Callable[[float], None] | None = None, fix_nonfinite: bool = False) -> dict:
+                  progress: Callable[[float], None] | None = None, fix_nonfinite: bool = False,
+                  name_noise: bool = False) -> dict:
     """Clean one file into `speech_path` (and the removed part into `noise_path`), streaming.
 
     The file is read in blocks: once for its level, once to separate, and once more to subtract
@@ -144,7 +146,9 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
     (what the model removed, including anything above the model's band). `dry` (0 to 1) mixes that
     share of the input back into the speech (and takes it out of the noise). A NaN or infinite
     sample is an error found by the first pass, before anything is written (`fix_nonfinite`: zeros,
-    and a `NonFiniteWarning` from each pass). Returns a summary (seconds, clipped samples).
+    and a `NonFiniteWarning` from each pass). Returns a summary (seconds, clipped samples); with
+    `name_noise`, also `removed`: what the model's noise classifier heard in the removed noise
+    (`sepgan.inference.noise_report`), computed on the way at the model's rate.
     """
     dry = check_dry(dry)
     source = Path(source)
@@ -168,8 +172,13 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
             yield b
 
     scale, total = level(resampled(model_blocks(), rate, model_rate, channels))
-    speech = fit_length(resampled(engine.stream(resampled(model_blocks(progress), rate, model_rate, channels),
-                                                total, scale), model_rate, out.sample_rate, channels), n_out)
+    namer = NoiseNamer(getattr(engine.backend, "model", None), scale, device=getattr(engine.backend, "device", "cpu")) \
+        if name_noise else None
+    mixture_model_rate = _Kept(resampled(model_blocks(progress), rate, model_rate, channels), channels, keep=name_noise)
+    speech_model_rate = engine.stream(mixture_model_rate, total, scale)
+    if namer is not None:
+        speech_model_rate = _naming(speech_model_rate, mixture_model_rate, namer)
+    speech = fit_length(resampled(speech_model_rate, model_rate, out.sample_rate, channels), n_out)
     mixture = _Takes(resampled(read_blocks(source, block, mono, fix_nonfinite), rate, out.sample_rate, channels),
                      channels)
     writers: list[_AudioWriter] = []
@@ -188,5 +197,29 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
     except BaseException:
         discard_all(writers)
         raise
-    return dict(source=str(source), speech=str(speech_path), noise=str(noise_path) if noise_path else None,
-                seconds=info.frames / rate, clipped=clipped)
+    summary = dict(source=str(source), speech=str(speech_path), noise=str(noise_path) if noise_path else None,
+                   seconds=info.frames / rate, clipped=clipped)
+    if namer is not None:
+        summary["removed"] = namer.finish()
+    return summary
+
+
+class _Kept(_Takes):
+    """Blocks passed through unchanged and, with `keep`, also kept until `take` claims them."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], channels: int, keep: bool):
+        super().__init__([], channels)
+        self.source, self.keep = blocks, keep
+
+    def __iter__(self):
+        for block in self.source:
+            if self.keep:
+                self.buffer = np.concatenate((self.buffer, block), axis=1)
+            yield block
+
+
+def _naming(speech: Iterable[np.ndarray], mixture: _Kept, namer: NoiseNamer):
+    """The speech blocks unchanged; the noise they leave (mixture minus speech) goes to `namer`."""
+    for block in speech:
+        namer.add(mixture.take(block.shape[1]) - block)
+        yield block

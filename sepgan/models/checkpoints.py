@@ -50,6 +50,31 @@ def load_separator(path: str | Path, map_location: str | torch.device = "cpu") -
     return _load(path, Separator, "separator", map_location)
 
 
+def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator") -> tuple[list[str], list[str]]:
+    """Copy into `module` every tensor of a checkpoint's `name` network that matches by name and shape.
+
+    Unlike `load_separator`, the module keeps its own configuration: a model with another STFT hop,
+    an added bottleneck block or a new head starts from trained weights wherever they fit. Returns
+    (names copied, names of the module left as initialised); a tensor whose shape differs is an error,
+    so a different network is never half-loaded by accident.
+    """
+    checkpoint = read_checkpoint(path)
+    prefix = f"{name}."
+    source = {k[len(prefix):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(prefix)}
+    if not source:
+        raise ValueError(f"'{path}' holds no {name} weights")
+    target = module.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in source.items()
+                  if k in target and v.shape != target[k].shape]
+    if mismatched:
+        raise ValueError(f"'{path}': weights of another shape: {'; '.join(mismatched[:5])}")
+    copied = [k for k in source if k in target]
+    if not copied:
+        raise ValueError(f"'{path}': none of its {name} weights fit this model")
+    module.load_state_dict({k: source[k] for k in copied}, strict=False)
+    return copied, [k for k in target if k not in source]
+
+
 def load_discriminator(path: str | Path, map_location: str | torch.device = "cpu") -> Discriminator:
     """A trained discriminator from a checkpoint of the discriminator or adversarial stage."""
     return _load(path, Discriminator, "discriminator", map_location)

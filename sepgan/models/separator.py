@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from sepgan.audio import FrontEnd, rms
+from sepgan.models.noise_classifier import NoiseClassifier
 from sepgan.models.unet import UNet
 from sepgan.numerics import full_precision, tanh_ratio, upcast
 
@@ -31,11 +32,12 @@ class Separation:
     scale: torch.Tensor  # (batch, 1): the mixture RMS the features were divided by
     speech: torch.Tensor  # (batch, samples), input scale
     noise: torch.Tensor  # mixture - speech
+    noise_logits: torch.Tensor | None = None  # (batch, classes, frame groups) with a noise classifier, else None
 
 
 class Separator(nn.Module):
     def __init__(self, frontend: FrontEnd | dict, unet: dict | None = None, target: str = "speech",
-                 output: str = "mask"):
+                 output: str = "mask", noise_classifier: dict | None = None):
         super().__init__()
         if target not in ("speech", "noise"):
             raise ValueError(f"model.target must be 'speech' or 'noise', got '{target}'")
@@ -54,6 +56,20 @@ class Separator(nn.Module):
                 self.net.last.bias[0] = 3.0 if target == "speech" else -3.0
         # Everything needed to rebuild this module, stored in checkpoints.
         self.config = dict(frontend=asdict(self.frontend), unet=unet, target=target, output=output)
+        self.noise_classifier: NoiseClassifier | None = None
+        self.detach_classifier = True
+        if noise_classifier and noise_classifier.get("classes"):
+            self.attach_noise_classifier(**noise_classifier)
+
+    def attach_noise_classifier(self, classes: list[str], detach: bool = True, **settings) -> None:
+        """Add a classifier that names the removed noise (`sepgan.models.noise_classifier`), untrained.
+
+        `detach` (default) keeps its loss from pulling on the separator: adding it then costs the
+        separation nothing. `settings` go to `NoiseClassifier` (channels, pool).
+        """
+        self.noise_classifier = NoiseClassifier(list(classes), self.frontend.channels, self.frontend.n_freq, **settings)
+        self.detach_classifier = bool(detach)
+        self.config["noise_classifier"] = {"classes": list(classes), "detach": self.detach_classifier, **settings}
 
     def estimate(self, mixture_features: torch.Tensor) -> torch.Tensor:
         """The network's estimate of its target (speech or noise) in feature space.
@@ -89,8 +105,15 @@ class Separator(nn.Module):
         with full_precision(mixture):
             speech = self.frontend.istft(self.frontend.from_features(speech_features, mixture_spec),
                                          mixture.shape[-1]) * scale
+        logits = self.classify_noise(noise_features) if self.noise_classifier is not None else None
         return Separation(mixture_features, speech_features, noise_features, mixture_spec, scale, speech,
-                          mixture - speech)
+                          mixture - speech, logits)
+
+    def classify_noise(self, noise_features: torch.Tensor) -> torch.Tensor:
+        """Frame-group logits (batch, classes, groups) of the noise classifier for normalised noise features."""
+        if self.noise_classifier is None:
+            raise ValueError("this model has no noise classifier (train one with loss.weights.noise_class > 0)")
+        return self.noise_classifier(noise_features.detach() if self.detach_classifier else noise_features)
 
     @torch.no_grad()
     def separate(self, mixture: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:

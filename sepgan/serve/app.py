@@ -7,6 +7,7 @@ folder) is the app's `Service` (`sepgan.serve.service`), reached through `reques
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import threading
 import uuid
@@ -107,7 +108,7 @@ async def health(svc: Service = Depends(service)):
 async def models(svc: Service = Depends(service)):
     checkpoint = Path(svc.settings.checkpoint)
     return [dict(name=checkpoint.stem, file=checkpoint.name, default=True, sample_rate=svc.engine.sample_rate,
-                 **svc.backend.describe())]
+                 noise_classes=svc.noise_classes, **svc.backend.describe())]
 
 
 @router.get("/api/noises", summary="Noises that /api/mix can add (synthetic kinds and the server's noise folder)")
@@ -119,9 +120,12 @@ async def noise_options(svc: Service = Depends(service)):
              response_class=FileResponse,
              responses={200: {"content": {**{t: {} for t in MEDIA_TYPES.values()}, PARTS: {}},
                               "description": "the cleaned audio, same length and rate as the upload; with "
-                                             f"`Accept: {PARTS}` three parts in one answer: `speech`, `noise` "
-                                             "(the two add up to the upload) and `spectrogram` (a PNG of the "
-                                             "upload, the speech and the noise)"}})
+                                             f"`Accept: {PARTS}` the parts of one answer: `speech`, `noise` "
+                                             "(the two add up to the upload), `spectrogram` (a PNG of the "
+                                             "upload, the speech and the noise) and, from a model that names "
+                                             "noise, `removed` (JSON: what noise was removed, and when). An "
+                                             "audio answer carries the ten most confident of those in the "
+                                             "header X-Removed-Noise"}})
 async def separate(request: Request, file: UploadFile = File(..., description="audio: wav, flac, ogg or aiff"),
                    format: Literal["wav", "flac", "ogg", "aiff"] | None = Query(
                        None, description="output format (default: from Accept, else the upload's)"),
@@ -140,14 +144,19 @@ async def separate(request: Request, file: UploadFile = File(..., description="a
         name_out = fmt or LIBSNDFILE_TO_NAME.get(info.format, "wav")  # other formats come back as wav
         out = OutputFormat.for_input(info, name_out, None, sample_rate, 1 if mono else None)
         speech, noise = folder / f"speech.{name_out}", folder / f"noise.{name_out}"
-        await svc.pool.run(separate_file, svc.engine, source, speech, noise if stem == "noise" or parts else None,
-                           mono=mono, out=out, dry=dry)
+        summary = await svc.pool.run(separate_file, svc.engine, source, speech,
+                                     noise if stem == "noise" or parts else None, mono=mono, out=out, dry=dry,
+                                     name_noise=svc.names_noise)
+        removed = summary.get("removed")
         if parts:
-            return await _every_part(svc, folder, source, Path(name).stem, speech, noise, name_out, out.sample_rate)
+            return await _every_part(svc, folder, source, Path(name).stem, speech, noise, name_out, out.sample_rate,
+                                     removed)
         result = noise if stem == "noise" else speech
         suffix = "clean" if stem == "speech" else "noise"
-        return svc.audio_response(result, folder, f"{Path(name).stem}_{suffix}.{name_out}", name_out,
-                                  **{"X-Sample-Rate": str(out.sample_rate)})
+        headers = {"X-Sample-Rate": str(out.sample_rate)}
+        if removed is not None:
+            headers["X-Removed-Noise"] = json.dumps(removed[:10], separators=(",", ":"))
+        return svc.audio_response(result, folder, f"{Path(name).stem}_{suffix}.{name_out}", name_out, **headers)
 
     return await svc.guarded(folder, work)
 
@@ -191,15 +200,18 @@ def _spectrogram_png(paths: list[tuple[str, Path]], sample_rate: int) -> bytes:
 
 
 async def _every_part(svc: Service, folder: Path, source: Path, stem: str, speech: Path, noise: Path, fmt: str,
-                      sample_rate: int) -> Response:
-    """Speech, noise and their spectrogram picture as one multipart answer; the request's folder is removed."""
+                      sample_rate: int, removed: list[dict] | None = None) -> Response:
+    """Speech, noise, their spectrogram picture (and the noise report) as one multipart answer; the
+    request's folder is removed."""
     try:
         panels = [("input", source), ("cleaned speech", speech), ("removed noise", noise)]
         png = await svc.pool.run(_spectrogram_png, panels, svc.engine.sample_rate)
         media = MEDIA_TYPES.get(fmt, "application/octet-stream")
         return _multipart([("speech", f"{stem}_clean.{fmt}", media, speech.read_bytes()),
                            ("noise", f"{stem}_noise.{fmt}", media, noise.read_bytes()),
-                           ("spectrogram", f"{stem}_spectrogram.png", "image/png", png)],
+                           ("spectrogram", f"{stem}_spectrogram.png", "image/png", png)]
+                          + ([("removed", f"{stem}_removed.json", "application/json", json.dumps(removed).encode())]
+                             if removed is not None else []),
                           **{"X-Sample-Rate": str(sample_rate)})
     finally:
         shutil.rmtree(folder, ignore_errors=True)

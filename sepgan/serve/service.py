@@ -146,6 +146,16 @@ class Service:
         self.pool = WorkerPool(settings.workers, settings.max_queue)
         self.scratch = Path(tempfile.mkdtemp(prefix="sepgan-serve-"))
 
+    @property
+    def noise_classes(self) -> list[str] | None:
+        """The classes the model names in what it removes; None for a model that names none."""
+        classifier = getattr(getattr(self.backend, "model", None), "noise_classifier", None)
+        return classifier.classes if classifier is not None else None
+
+    @property
+    def names_noise(self) -> bool:
+        return self.noise_classes is not None
+
     def close(self) -> None:
         self.pool.executor.shutdown(wait=True)
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -193,13 +193,19 @@ def check_model_and_loss(cfg: DictConfig) -> list[str]:
         if cfg.get("stage", "generator") in ("generator", "gan") and not loss.weights:
             problems.append(f"loss.weights: generator pretraining needs a reconstruction term (one of "
                             f"{', '.join(loss.TERMS)}) with a weight above 0")
+        if cfg.get("freeze_separator") and "noise_class" not in loss.weights:
+            problems.append("freeze_separator=true trains only the noise classifier: set loss.weights.noise_class "
+                            "above 0 too")
     return problems
 
 
 def check_checkpoints(cfg: DictConfig) -> list[str]:
     stage = cfg.get("stage", "generator")
     problems = []
-    for key in ("init_from", "discriminator_from"):
+    if cfg.get("init_from") and cfg.get("init_weights"):
+        problems.append("init_weights: give init_from (the checkpoint's model as it is) or init_weights (its "
+                        "weights copied into the configured model), not both")
+    for key in ("init_from", "init_weights", "discriminator_from"):
         path = cfg.get(key)
         if path and not Path(path).is_file():
             problems.append(f"{key}={path!r}: no such checkpoint file")

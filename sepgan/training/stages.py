@@ -36,7 +36,7 @@ from sepgan.training.config import build_separator
 from sepgan.data import SeparationDataModule
 from sepgan.training import resume
 from sepgan.training.distributed import strategy_with_unused_parameters
-from sepgan.models import Separator, SpeakerSeparator, load_discriminator, load_separator
+from sepgan.models import Separator, SpeakerSeparator, load_discriminator, load_separator, transfer_weights
 from sepgan.training.systems.adversarial import AdversarialGuard, AdversarialSystem
 from sepgan.training.systems.callbacks import LastCheckpoint, model_checkpoint
 from sepgan.training.systems.discriminator import DiscriminatorSystem
@@ -196,10 +196,25 @@ def _require(path: str | None, stage: str) -> str:
     return path
 
 
-def _generator_system(separator, loss, optim) -> GeneratorSystem:
+def _generator_system(separator, loss, optim, freeze_separator: bool = False) -> GeneratorSystem:
     """The stage-1 system for a separator: speech versus noise, or several voices (trained by PIT)."""
-    cls = _for_voices(separator, GeneratorSystem, SpeakersSystem)
-    return cls(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
+    if isinstance(separator, SpeakerSeparator):
+        return SpeakersSystem(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"))
+    return GeneratorSystem(separator, loss, optimizer=optim.optimizer, scheduler=optim.get("scheduler"),
+                           freeze_separator=freeze_separator)
+
+
+def _with_noise_classifier(cfg: DictConfig, separator: Separator, datamodule: SeparationDataModule) -> None:
+    """Give the separator a noise classifier for the training data's noise classes (loss.weights.noise_class)."""
+    datamodule.setup("fit")
+    classes = list(datamodule.datasets["train"].noise_labels)
+    if separator.noise_classifier is None:
+        settings = {k: v for k, v in (cfg.model.get("noise_classifier") or {}).items() if k != "classes"}
+        separator.attach_noise_classifier(classes, **settings)
+        log.info("noise classifier for %d classes: %s", len(classes), ", ".join(classes))
+    elif separator.noise_classifier.classes != classes:
+        raise ValueError(f"the model's noise classifier names {separator.noise_classifier.classes}, but the "
+                         f"training data's noise classes are {classes}")
 
 
 def _for_voices(separator, speech_cls: type, voices_cls: type) -> type:
@@ -214,7 +229,8 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
     """Stage 1: supervised pretraining; hands on the best checkpoint by validation SI-SDRi.
 
     With `init_from=CKPT` it starts from that generator's weights (and front-end) with a fresh
-    optimizer and schedule, e.g. to fine-tune a model on other data or anneal its learning rate.
+    optimizer and schedule, e.g. to fine-tune a model on other data or anneal its learning rate;
+    with `init_weights=CKPT` the configured model starts from whichever of its weights fit.
     """
     started = _begin(cfg)
     separator = load_separator(cfg.init_from).train() if cfg.get("init_from") else build_separator(cfg)
@@ -223,7 +239,13 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
     if not loss.weights:
         raise ValueError("generator pretraining needs a reconstruction term in loss.weights "
                          f"(one of {list(loss.TERMS)}); adversarial weights act only in the adversarial stage")
-    system = _generator_system(separator, loss, instantiate(cfg.optim))
+    if "noise_class" in loss.weights:
+        _with_noise_classifier(cfg, separator, datamodule)
+    if cfg.get("init_weights"):
+        copied, fresh = transfer_weights(separator, cfg.init_weights)
+        log.info("init_weights: %d tensors copied from %s; %d start fresh%s", len(copied), cfg.init_weights,
+                 len(fresh), f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else "")
+    system = _generator_system(separator, loss, instantiate(cfg.optim), bool(cfg.get("freeze_separator")))
     resume_from = resume.stage_checkpoint(cfg)
     trainer = build_trainer(cfg, "generator", resume_from=resume_from)
     try:

@@ -52,7 +52,7 @@ class AdversarialSystem(GeneratorSystem):
 
     def reconstruction(self, batch: dict, sep) -> tuple[torch.Tensor, dict]:
         """The generator's reconstruction loss and its terms."""
-        return self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend)
+        return self._loss(sep, batch)
 
     def _discriminator_terms(self, real: torch.Tensor, fake: torch.Tensor):
         """The discriminator's loss as a one-term dict, and its scores on real and estimated features."""

@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 from sepgan.losses import SeparationLoss
 from sepgan.metrics import si_sdr
 from sepgan.models import Separation, Separator
+from sepgan.models.noise_classifier import multi_hot, pooled_probabilities
 from sepgan.training.systems.finite import FiniteTraining
 
 
@@ -25,9 +26,19 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
 
     stage = "generator"
 
-    def __init__(self, separator: Separator, loss: SeparationLoss, optimizer: Callable, scheduler: Callable | None = None):
+    def __init__(self, separator: Separator, loss: SeparationLoss, optimizer: Callable, scheduler: Callable | None = None,
+                 freeze_separator: bool = False):
         super().__init__()
+        if freeze_separator and separator.noise_classifier is None:
+            raise ValueError("freeze_separator=true trains only the noise classifier, and this model has none "
+                             "(set loss.weights.noise_class > 0)")
         self.separator = separator
+        # Only the noise classifier learns; the separation stays exactly as loaded (weights and
+        # batch-norm statistics), e.g. to add naming to a trained model.
+        self.freeze_separator = freeze_separator
+        if freeze_separator:
+            for name, parameter in separator.named_parameters():
+                parameter.requires_grad_(name.startswith("noise_classifier."))
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -42,13 +53,31 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
         return {"generator": (0, self.separator)}
 
     def loss_terms(self, network: str, batch: dict) -> dict[str, torch.Tensor]:
-        return self.loss(self.separator(batch["mixture"]), batch["speech"], batch["noise"], self.separator.frontend)[1]
+        return self._loss(self.separator(batch["mixture"]), batch)[1]
+
+    def _loss(self, sep: Separation, batch: dict):
+        return self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend, self.noise_targets(batch))
+
+    def noise_targets(self, batch: dict) -> torch.Tensor | None:
+        """The batch's noise classes as multi-hot targets of the model's noise classifier; None without one."""
+        classifier = self.separator.noise_classifier
+        if classifier is None or "noise_class" not in batch:
+            return None
+        return multi_hot(batch["noise_class"], batch.get("noise_class2"), len(classifier.classes))
 
     def _step(self, batch: dict, stage: str):
         sep = self.separator(batch["mixture"])
-        total, terms = self.loss(sep, batch["speech"], batch["noise"], self.separator.frontend)
+        total, terms = self._loss(sep, batch)
         self._check_and_log(stage, total, terms, batch)
+        if stage == "val" and sep.noise_logits is not None:
+            self._log_noise_accuracy(sep.noise_logits, batch)
         return sep, total
+
+    def _log_noise_accuracy(self, logits: torch.Tensor, batch: dict) -> None:
+        """Validation accuracy of the classifier: its most probable class is the mixture's (first) noise class."""
+        predicted = pooled_probabilities(logits).argmax(-1)
+        correct = (predicted == batch["noise_class"].to(predicted.device)).float().mean()
+        self.log("val/noise_accuracy", correct, on_epoch=True, batch_size=logits.shape[0])
 
     def _check_and_log(self, stage: str, total: torch.Tensor, terms: dict[str, torch.Tensor], batch: dict) -> None:
         """Hand the loss terms to the non-finite watch and log them (per step in training, per epoch in validation)."""
@@ -65,6 +94,9 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
                      sync_dist=not on_step)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.freeze_separator:  # each step: Lightning sets every module's mode itself around validation
+            self.separator.eval()
+            self.separator.noise_classifier.train()
         return self._step(batch, "train")[1]
 
     def validation_step(self, batch: dict, batch_idx: int) -> Separation:
@@ -84,7 +116,7 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
             self.last_validated_step = self.global_step
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.separator.parameters())
+        optimizer = self.optimizer_factory(params=[p for p in self.separator.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
