@@ -167,3 +167,14 @@ def test_transfer_weights_fills_what_fits_and_refuses_other_shapes(tmp_path):
     assert longer_hop.frontend.hop_length == 256  # the model keeps its own configuration
     with pytest.raises(ValueError, match="weights of another shape"):
         transfer_weights(tiny_separator("model.unet.channels=3"), source)
+
+
+def test_saved_separator_carries_its_receptive_field_so_loading_needs_no_probe(tmp_path, monkeypatch):
+    import sepgan.inference.backends as backends
+    from sepgan.models.receptive_field import receptive_field
+    from tests.conftest import tiny_separator
+
+    model = tiny_separator()
+    save_separator(model, tmp_path / "m.ckpt")
+    monkeypatch.setattr(backends, "receptive_field", lambda *a, **k: pytest.fail("probed again"))
+    assert backends.load_backend(tmp_path / "m.ckpt").receptive_field == receptive_field(model)

@@ -18,6 +18,7 @@ import torch
 
 from sepgan.audio import FrontEnd
 from sepgan.models import Separator, load_separator
+from sepgan.models.receptive_field import receptive_field
 
 # Keys of the metadata an exported ONNX model carries, so that it alone is enough to run it.
 META_FRONTEND = "sepgan.frontend"
@@ -38,41 +39,6 @@ class Backend(Protocol):
     def describe(self) -> dict: ...
 
 
-def receptive_field(model: Separator, frames: int = 128, max_frames: int = 8192) -> int:
-    """Input frames on each side that an output frame depends on, found by back-propagation.
-
-    Measured rather than derived from the architecture, so it holds for every block type, depth and
-    future change. The gradient of a `time_factor`-wide group of output frames (all positions on the
-    down-sampling grid) reaches exactly the inputs they depend on; the window doubles until the
-    reach stays inside it. A model whose reach still hits an edge of `max_frames` frames (a window of about a minute
-    at 16 kHz) has no usable bound, as with a recurrent layer over all frames, and is refused.
-    """
-    factor = model.net.factor
-    fe = model.frontend
-    device = next(model.parameters()).device  # the probe runs where the model is (e.g. --device cuda)
-    generator = torch.Generator().manual_seed(0)  # on the CPU: the same probe on every device
-    was_training = model.training
-    model.eval()
-    try:
-        while True:
-            centre = frames // 2 // factor * factor
-            x = torch.randn(1, fe.channels, fe.n_freq, frames, generator=generator).to(device).requires_grad_()
-            with torch.enable_grad():
-                speech = model.separate_features(x)[0]  # speech, or the first of several voices
-                (grad,) = torch.autograd.grad(speech[..., centre:centre + factor].abs().sum(), x)
-            reached = torch.nonzero(grad.abs().sum(dim=(0, 1, 2)).cpu()).flatten()
-            first, last = int(reached.min()), int(reached.max())
-            if first > 0 and last < frames - 1:
-                return max(centre - first, last - (centre + factor - 1))
-            if frames >= max_frames:
-                raise ValueError(f"the model's output depends on input frames more than {frames // 2} frames away "
-                                 "(an unbounded receptive field, e.g. a recurrent layer over all frames), so "
-                                 "chunked separation cannot match the whole file")
-            frames *= 2
-    finally:
-        model.train(was_training)
-
-
 class TorchBackend:
     name = "torch"
 
@@ -81,7 +47,8 @@ class TorchBackend:
         self.model = model.eval().to(self.device)
         self.frontend = model.frontend
         self.time_factor = model.net.factor
-        self._receptive_field: int | None = None
+        # measured when the checkpoint was saved (`save_separator`), else on first use
+        self._receptive_field: int | None = getattr(model, "stored_receptive_field", None)
 
     @property
     def receptive_field(self) -> int:

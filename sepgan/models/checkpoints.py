@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from sepgan.models.discriminator import Discriminator
+from sepgan.models.receptive_field import receptive_field
 from sepgan.models.separator import Separator
 from sepgan.models.speakers import SpeakerSeparator
 
@@ -35,14 +36,21 @@ def _load(path, cls: type[nn.Module], name: str, map_location) -> nn.Module:
     module = cls(**checkpoint[f"{name}_config"])
     prefix = f"{name}."
     module.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
+    if "receptive_field" in checkpoint:
+        module.stored_receptive_field = int(checkpoint["receptive_field"])
     return module.eval()
 
 
 def save_separator(separator: Separator | SpeakerSeparator, path: str | Path) -> None:
-    """A checkpoint with the separator alone (no optimizer or training state), e.g. to ship a model."""
+    """A checkpoint with the separator alone (no optimizer or training state), e.g. to ship a model.
+
+    It also stores the separator's measured receptive field, so that loading it for chunked
+    separation needs no probe.
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     state = {f"separator.{k}": v.detach().cpu() for k, v in separator.state_dict().items()}
-    torch.save({"state_dict": state, "separator_config": separator.config}, path)
+    torch.save({"state_dict": state, "separator_config": separator.config,
+                "receptive_field": receptive_field(separator)}, path)
 
 
 def load_separator(path: str | Path, map_location: str | torch.device = "cpu") -> Separator | SpeakerSeparator:
