@@ -25,7 +25,7 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
     threads_before = torch.get_num_threads()
     results = main(["--presets", "model_b", "--seconds", "0.5", "1", "--steps", "1", "--batch", "1",
-                    "--threads", "1", "--json", str(path)])
+                    "--threads", "1", "--json", str(path), "--no-shipped"])
     out = capsys.readouterr().out
     assert "noisereduce" in out and "model_b" in out and "RTF 1s x1" in out
     written = json.loads(path.read_text())
@@ -37,3 +37,15 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
         figures["inference"]["1s"]["1"]["rtf"] / written["noisereduce"]["1s"]["rtf"])
     assert figures["train_examples_per_s"] > 0 and figures["params"] == 156_274
     assert torch.get_num_threads() == threads_before  # the bench leaves torch's setting as it found it
+
+
+def test_shipped_model_is_timed_as_separate_runs_it_with_both_backends(tiny_checkpoint, monkeypatch):
+    import sepgan.commands.bench as bench
+
+    monkeypatch.setattr(bench, "default_checkpoint", lambda: tiny_checkpoint)
+    figures = bench.shipped_figures(bench.bench_signal(3.0), gating_rtf=0.01)
+    for backend in ("torch", "onnx"):
+        assert figures[backend]["rtf"] > 0
+        assert figures[backend]["vs_noisereduce"] == pytest.approx(figures[backend]["rtf"] / 0.01)
+    assert figures["audio_seconds"] == 3.0 and figures["chunk_seconds"] > 0
+    assert "the shipped model" in bench._shipped_table(figures)

@@ -7,6 +7,8 @@
   to run, so the model's RTF is also given as a multiple of this in-run comparison.
 - Training throughput: examples per second of full optimisation steps (forward, loss, backward,
   Adam) on 2-second 16 kHz mixtures in batches of 8, with all threads.
+- The shipped model as `sepgan separate` runs it (the chunked separator with its default chunks),
+  on the longest input with 1 thread: PyTorch, and ONNX Runtime on a fresh export of it.
 
 Each inference figure is one timed run after a 1-second warm-up; the input is the project's
 synthetic speech with a synthetic hum at 5 dB SNR (the U-Net's cost does not depend on content).
@@ -19,6 +21,7 @@ import argparse
 import ctypes
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -31,7 +34,11 @@ from sepgan.training.config import build_separator, compose_config
 from sepgan.data.synthetic import noise as synthetic_noise
 from sepgan.data.synthetic import speech_like
 from sepgan.losses import SeparationLoss
-from sepgan.models import Separator
+from sepgan.inference.backends import OnnxBackend, TorchBackend
+from sepgan.inference.chunked import ChunkedSeparator
+from sepgan.inference.onnx_export import export_onnx
+from sepgan.models import Separator, load_separator
+from sepgan.pretrained import default_checkpoint
 
 PRESETS = ("model_a", "model_b", "tfc_tdf", "small")
 SAMPLE_RATE = 16000
@@ -127,6 +134,33 @@ def inference_figures(model: Separator, signals: dict[float, np.ndarray], thread
     return out
 
 
+def shipped_figures(signal: np.ndarray, gating_rtf: float) -> dict:
+    """RTF (1 thread) of the shipped model through the chunked separator: PyTorch and ONNX Runtime."""
+    model = load_separator(default_checkpoint())
+    seconds = len(signal) / SAMPLE_RATE
+    figures = {"checkpoint": default_checkpoint().name, "params": sum(p.numel() for p in model.parameters()),
+               "audio_seconds": seconds}
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_path = export_onnx(model, Path(folder) / "shipped.onnx")
+        for name, backend in (("torch", TorchBackend(model)), ("onnx", OnnxBackend(onnx_path, threads=1))):
+            engine = ChunkedSeparator(backend)
+            engine.separate(signal[:SAMPLE_RATE], SAMPLE_RATE)  # warm-up
+            figures[name] = timed(lambda: engine.separate(signal, SAMPLE_RATE), seconds)
+            figures[name]["vs_noisereduce"] = figures[name]["rtf"] / gating_rtf
+            figures["chunk_seconds"] = engine.core / SAMPLE_RATE
+    return figures
+
+
+def _shipped_table(figures: dict) -> str:
+    lines = [f"the shipped model ({figures['checkpoint']}, {figures['params']:,d} params) as `sepgan separate` runs it: "
+             f"{figures['chunk_seconds']:g} s chunks, {figures['audio_seconds']:g} s of audio, 1 thread",
+             f"{'backend':<12} {'RTF':>8} {'vs gating':>10} {'peak MB':>8}"]
+    lines += [f"{name:<12} {figures[name]['rtf']:>8.3f} {figures[name]['vs_noisereduce']:>10.2f} "
+              f"{_mb(figures[name]['peak_added_mb']):>8}" for name in ("torch", "onnx")]
+    return "\n".join(lines)
+
+
 def _table(results: dict, threads: list[int]) -> str:
     lengths = [f"{s:g}s" for s in results["audio_seconds"]]
     longest, one = lengths[-1], str(threads[0])
@@ -168,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", nargs="+", type=int,
                         help="thread counts to measure inference with (default: 1 and all cores)")
     parser.add_argument("--json", default="bench.json", help="where to write the figures (default: bench.json)")
+    parser.add_argument("--no-shipped", action="store_true", help="leave out the shipped model's chunked figures")
     args = parser.parse_args(argv)
 
     threads = sorted(set(args.threads or (1, all_threads())))
@@ -188,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     results["load_average_after"] = os.getloadavg()[0]
     print(_table(results, threads))
+    if "shipped" in results:
+        print(_shipped_table(results["shipped"]))
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {args.json} (bench took {results['bench_seconds']:.0f} s; 1-minute load average "
           f"{results['load_average_before']:.1f} before, {results['load_average_after']:.1f} after, on "
@@ -211,6 +248,9 @@ def _measure(results: dict, signals: dict[float, np.ndarray], threads: list[int]
         figures["train_examples_per_s"] = training_throughput(model, batch=args.batch, steps=args.steps)
         results["models"][name] = figures
         print(f"measured {name} ({time.perf_counter() - started:.0f} s so far)", flush=True)
+    if not args.no_shipped:
+        results["shipped"] = shipped_figures(signals[seconds[-1]], gating_rtf)
+        print(f"measured the shipped model ({time.perf_counter() - started:.0f} s so far)", flush=True)
 
 
 if __name__ == "__main__":

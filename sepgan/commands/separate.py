@@ -25,7 +25,7 @@ from sepgan.audio import (AUDIO_EXTENSIONS, AudioError, NonFiniteAudioError, Non
 from sepgan.commands.options import positive_int, torch_device
 from sepgan.inference.backends import load_backend
 from sepgan.pretrained import default_checkpoint
-from sepgan.inference.chunked import ChunkedSeparator, check_dry
+from sepgan.inference.chunked import CHUNK_SECONDS, ChunkedSeparator, check_dry
 from sepgan.inference.files import FORMATS, OutputFormat, separate_file
 from sepgan.inference.noise_report import describe
 
@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs never)")
     p.add_argument("--fix-nonfinite", action="store_true",
                    help="replace NaN and infinite samples by zeros, with a warning (default: such a file is an error)")
-    p.add_argument("--chunk-seconds", type=float, default=4.0, help="audio kept from each model call (default 4)")
+    p.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS,
+                   help=f"audio kept from each model call (default {CHUNK_SECONDS:g}; less: less memory)")
     p.add_argument("--context-seconds", type=float, help="context each side of a chunk (default: the model's "
                                                           "receptive field, which makes chunking exact)")
     p.add_argument("--batch-size", type=int, default=1, help="chunks per model call (default 1; more helps on a GPU)")

@@ -21,7 +21,7 @@ import torch
 
 from sepgan.audio import audio_info
 from sepgan.inference.backends import Backend, load_backend
-from sepgan.inference.chunked import ChunkedSeparator, check_dry, level, resampled, with_dry
+from sepgan.inference.chunked import CHUNK_SECONDS, ChunkedSeparator, check_dry, level, resampled, with_dry
 from sepgan.inference.files import OutputFormat, separate_file
 from sepgan.inference.noise_report import NoiseNamer
 from sepgan.pretrained import DEFAULT_CHECKPOINT, default_checkpoint
@@ -68,7 +68,7 @@ class Model:
     Made by `sepgan.load`; `engine` (the `ChunkedSeparator`) and `backend` are there for more control.
     """
 
-    def __init__(self, backend: Backend, path: Path, chunk_seconds: float = 4.0, batch_size: int = 1):
+    def __init__(self, backend: Backend, path: Path, chunk_seconds: float = CHUNK_SECONDS, batch_size: int = 1):
         self.backend = backend
         self.engine = ChunkedSeparator(backend, chunk_seconds, batch_size)
         self.path = path
@@ -138,7 +138,7 @@ class Model:
                              overwrite=overwrite, dry=dry, name_noise=self.names_noise)
 
 
-def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float = 4.0,
+def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float = CHUNK_SECONDS,
          batch_size: int = 1, threads: int | None = None) -> Model:
     """A sepgan model ready to clean audio.
 

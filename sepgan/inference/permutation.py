@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from sepgan.inference.backends import TorchBackend
-from sepgan.inference.chunked import ChunkedSeparator, fit_length, level, resampled
+from sepgan.inference.chunked import CHUNK_SECONDS, ChunkedSeparator, fit_length, level, resampled
 from sepgan.models import SpeakerSeparator
 
 SILENCE = 1e-10  # mean power below which an overlap is treated as silent (about -100 dBFS)
@@ -74,7 +74,7 @@ class SpeakersBackend(TorchBackend):
 class SpeakerChunkedSeparator(ChunkedSeparator):
     """`ChunkedSeparator` for a backend with `sources` and `source_features`: blocks come out (channels, sources, n)."""
 
-    def __init__(self, backend, chunk_seconds: float = 4.0, batch_size: int = 1,
+    def __init__(self, backend, chunk_seconds: float = CHUNK_SECONDS, batch_size: int = 1,
                  context_seconds: float | None = None, min_context_seconds: float = 0.1):
         if context_seconds is not None:
             context_seconds = max(context_seconds, min_context_seconds)

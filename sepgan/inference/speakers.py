@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from sepgan.audio import AudioError, audio_info
-from sepgan.inference.chunked import fit_length, level, resampled
+from sepgan.inference.chunked import CHUNK_SECONDS, fit_length, level, resampled
 from sepgan.inference.files import OutputFormat, _AudioWriter, commit_all, discard_all, read_blocks
 from sepgan.inference.permutation import SpeakerChunkedSeparator, SpeakersBackend
 from sepgan.models import load_separator
@@ -30,7 +30,7 @@ def speaker_paths(path: Path, speakers: int) -> list[Path]:
     return [path.with_name(f"{path.stem}_speaker{k}{path.suffix}") for k in range(1, speakers + 1)]
 
 
-def load_speakers_engine(checkpoint: str | None, speakers: int, device: str = "cpu", chunk_seconds: float = 4.0,
+def load_speakers_engine(checkpoint: str | None, speakers: int, device: str = "cpu", chunk_seconds: float = CHUNK_SECONDS,
                          batch_size: int = 1, context_seconds: float | None = None) -> SpeakerChunkedSeparator:
     """The chunked voice separator of a checkpoint (default: the shipped two-speaker model, if any)."""
     if checkpoint is None:

@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse
 
 from sepgan.audio import AudioError, NotAudioError, audio_info, read_blocks
 from sepgan.inference.backends import load_backend
-from sepgan.inference.chunked import ChunkedSeparator, resampled
+from sepgan.inference.chunked import CHUNK_SECONDS, ChunkedSeparator, resampled
 from sepgan.inference.files import FORMATS
 from sepgan.serve.noises import NoiseCatalogue
 
@@ -42,7 +42,7 @@ class Settings:
     max_samples: int | None = None  # channels x seconds x rate; None: max_seconds x SAMPLES_PER_SECOND
     workers: int = 1
     max_queue: int = 32
-    chunk_seconds: float = 4.0
+    chunk_seconds: float = CHUNK_SECONDS
     batch_size: int = 1
     threads: int | None = None
     device: str = "cpu"  # torch device of the model (torch backend), e.g. cuda
