@@ -204,6 +204,16 @@ def _generator_system(separator, loss, optim, freeze_separator: bool = False) ->
                            freeze_separator=freeze_separator)
 
 
+def _monitoring(cfg: DictConfig, metric: str, mode: str) -> DictConfig:
+    """A copy of `cfg` whose checkpoint and early-stopping callbacks watch `metric` (`mode`: min or max)."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for callback in (cfg.get("callbacks") or {}).values():
+            if callback is not None and "monitor" in callback:
+                callback.monitor, callback.mode = metric, mode
+    return cfg
+
+
 def _with_noise_classifier(cfg: DictConfig, separator: Separator, datamodule: SeparationDataModule) -> None:
     """Give the separator a noise classifier for the training data's noise classes (loss.weights.noise_class)."""
     datamodule.setup("fit")
@@ -232,6 +242,8 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
     optimizer and schedule, e.g. to fine-tune a model on other data or anneal its learning rate;
     with `init_weights=CKPT` the configured model starts from whichever of its weights fit.
     """
+    if cfg.get("freeze_separator"):  # the separation cannot change: keep the checkpoint that names noise best
+        cfg = _monitoring(cfg, "val/loss/noise_class", "min")
     started = _begin(cfg)
     separator = load_separator(cfg.init_from).train() if cfg.get("init_from") else build_separator(cfg)
     datamodule = datamodule or build_datamodule(cfg, separator)
@@ -259,7 +271,7 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
     # weights are handed on, so the next stage and test_after_training still have a generator.
     # Saved only now, after `_finish` has checked the last validation.
     result.checkpoint = result.checkpoint or _final_checkpoint(cfg, trainer)
-    if best is not None and best.best_model_score is not None:
+    if best is not None and best.best_model_score is not None and best.monitor == "val/si_sdri":
         result.metrics["best_val/si_sdri"] = float(best.best_model_score)
     result.notes += notes
     return result
@@ -268,12 +280,9 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
 def run_discriminator(cfg: DictConfig, generator_checkpoint: str | None = None,
                       datamodule: SeparationDataModule | None = None) -> StageResult:
     """Stage 2: the generator frozen, the discriminator trained for `gan.steps.discriminator` steps."""
-    cfg = copy.deepcopy(cfg)
+    cfg = _monitoring(cfg, "val/disc/accuracy", "max")  # checkpoints (and early stopping) by discriminator accuracy
     callbacks = cfg.get("callbacks") or {}
-    with open_dict(cfg):  # checkpoints (and early stopping) by discriminator accuracy; no generator audio to log
-        for callback in callbacks.values():
-            if callback is not None and "monitor" in callback:
-                callback.monitor, callback.mode = "val/disc/accuracy", "max"
+    with open_dict(cfg):  # no generator audio to log
         if "validation_examples" in callbacks:
             callbacks.validation_examples = None
     started = _begin(cfg)
