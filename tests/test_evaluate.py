@@ -216,8 +216,8 @@ def test_real_voicebank_pairs_input_sir_is_the_measured_snr(tmp_path, checkpoint
 
 
 def test_the_command_runs_the_model_in_chunks_with_the_whole_file_result(tmp_path, tiny_checkpoint, monkeypatch):
-    """6 s files (two 4 s chunks): the chunked estimate is the whole-file one, and so are the
-    scores of `sepgan evaluate`; --device reaches the backend."""
+    """6 s files in 2 s chunks: the chunked estimate is the whole-file one, and so are the scores of
+    `sepgan evaluate` (its default chunks); --device reaches the backend."""
     from sepgan.evaluation import _estimate
     from sepgan.inference import backends
     from sepgan.inference.chunked import ChunkedSeparator
@@ -227,7 +227,7 @@ def test_the_command_runs_the_model_in_chunks_with_the_whole_file_result(tmp_pat
     write_pair(tmp_path, "stereo48k", seconds=6.0, seed=4, sr=48000, channels=2)
     examples = FolderPairs(tmp_path / "noisy", tmp_path / "clean", SR)
     separator = load_separator(tiny_checkpoint)
-    chunked = ChunkedSeparator(backends.TorchBackend(separator))
+    chunked = ChunkedSeparator(backends.TorchBackend(separator), chunk_seconds=2.0)
     for example in examples:
         whole = _estimate("model", example, separator, separator.frontend)
         estimate = _estimate("model", example, chunked, chunked.frontend)

@@ -66,19 +66,58 @@ def test_segments_from_scores():
 
 def test_scores_do_not_depend_on_how_the_noise_is_streamed():
     model = naming_separator()
-    noise = noisy_speech(7.3, seed=3)[None]
-    scale = np.array([0.05], np.float32)
+    mixture = np.stack([noisy_speech(7.3, seed=3), noisy_speech(7.3, seed=4)])
+    speech = 0.6 * mixture[::-1]  # any stand-in for the separated speech
+    scale = np.array([0.05, 0.08], np.float32)
     whole = NoiseNamer(model, scale, chunk_seconds=100)
-    whole.add(noise)
-    whole.finish()
+    whole.add(mixture, speech)
+    found = whole.finish()
     pieces = NoiseNamer(model, scale, chunk_seconds=1.0, context_seconds=1.0)
-    for start in range(0, noise.shape[1], 4999):
-        pieces.add(noise[:, start:start + 4999])
-    pieces.finish()
+    for start in range(0, mixture.shape[1], 4999):
+        pieces.add(mixture[:, start:start + 4999], speech[:, start:start + 4999])
+    assert pieces.finish() == found
     a, b = np.concatenate(whole.scores, 1), np.concatenate(pieces.scores, 1)
-    assert a.shape == b.shape == (4, -(-noise.shape[1] // (model.frontend.hop_length * 4)))
+    assert a.shape == b.shape == (4, -(-mixture.shape[1] // (model.frontend.hop_length * 4)))
     np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(np.concatenate(whole.levels), np.concatenate(pieces.levels), atol=1e-4)
+    assert all(s["end"] <= 7.3 for s in found)
+
+
+def test_the_classifier_hears_what_training_showed_it_and_any_channel_counts():
+    """The report's input is the mixture's features minus the speech's (the training input), and a class
+    heard in one channel of two is not averaged away."""
+    model = naming_separator()
+    mixture = noisy_speech(3.0, seed=5)[None]
+    with torch.inference_mode():
+        sep = model(torch.from_numpy(mixture))
+        training = torch.sigmoid(sep.noise_logits)[0].numpy()
+    namer = NoiseNamer(model, np.sqrt(np.mean(mixture**2, 1)))
+    namer.add(mixture, sep.speech.numpy())
+    namer.finish()
+    np.testing.assert_allclose(np.concatenate(namer.scores, 1), training, atol=1e-4)
+    quiet = np.zeros_like(mixture)
+    stereo = NoiseNamer(model, np.array([np.sqrt(np.mean(mixture**2)), 1.0], np.float32))
+    stereo.add(np.concatenate([mixture, quiet]), np.concatenate([sep.speech.numpy(), quiet]))
+    stereo.finish()
+    assert (np.concatenate(stereo.scores, 1) >= training - 1e-4).all()
+
+
+def test_every_split_numbers_the_classes_as_training_does(tmp_path):
+    """A class only the training split has (a single recording, like the cafe) must not shift the
+    numbers of the others in validation."""
+    from sepgan.data import SeparationDataModule
+    from tests.conftest import write_noise
+
+    for seed, (label, count) in enumerate([("aaa_single", 1), ("hum", 3), ("street", 3)]):
+        for i in range(count):
+            write_noise(tmp_path / "noise" / label / f"{seed}_{i}.wav", seconds=1.0, seed=10 * seed + i)
+    dm = SeparationDataModule(16000, noise_dir=str(tmp_path / "noise"), segment_seconds=0.5, num_workers=0,
+                              train_examples=2, val_examples=8, test_examples=2, synthetic_speakers=6,
+                              synthetic_utterances=1, synthetic_seconds=1.0, augment={"enabled": False})
+    dm.setup()
+    train, val = dm.datasets["train"], dm.datasets["val"]
+    assert train.noise_labels == val.noise_labels == ["aaa_single", "hum", "street"]
+    assert {val.noise_labels[int(val[i]["noise_class"])] for i in range(8)} <= {"hum", "street"}
 
 
 def test_frozen_separator_training_teaches_only_the_classifier(make_cfg, tmp_path):
@@ -111,13 +150,18 @@ def test_separate_writes_the_report_and_refuses_to_overwrite_it(naming_checkpoin
     sf.write(tmp_path / "b.flac", noisy_speech(2.0, seed=1), 16000)
     report = tmp_path / "report.json"
 
-    def separate(out: str, checkpoint: Path, report_path: Path) -> int:
-        return main(["separate", str(tmp_path / "a.wav"), str(tmp_path / "b.flac"), "-o", str(tmp_path / out),
-                     "--checkpoint", str(checkpoint), "--report", str(report_path), "--quiet"])
+    (tmp_path / "c.wav").write_bytes(b"RIFF....WAVEfmt broken")
 
-    assert separate("out", naming_checkpoint, report) == 0
+    def separate(out: str, checkpoint: Path, report_path: Path, *extra: str) -> int:
+        return main(["separate", str(tmp_path / "a.wav"), str(tmp_path / "b.flac"), str(tmp_path / "c.wav"),
+                     "-o", str(tmp_path / out), "--checkpoint", str(checkpoint), "--report", str(report_path),
+                     "--quiet", *extra])
+
+    assert separate("out", naming_checkpoint, report) == 1  # c.wav failed; the others are reported
     found = json.loads(report.read_text())
-    assert [entry["input"] for entry in found] == [str(tmp_path / "a.wav"), str(tmp_path / "b.flac")]
+    assert [entry["input"] for entry in found] == [str(tmp_path / name) for name in ("a.wav", "b.flac", "c.wav")]
+    assert "error" in found[2] and "noise" not in found[2]
+    found = found[:2]
     for entry in found:
         confidences = [s["confidence"] for s in entry["noise"]]
         assert confidences == sorted(confidences, reverse=True)
@@ -125,7 +169,10 @@ def test_separate_writes_the_report_and_refuses_to_overwrite_it(naming_checkpoin
     assert f"{tmp_path / 'a.wav'}: removed " in capsys.readouterr().err
     assert separate("out2", naming_checkpoint, report) == 2
     assert "exists; not overwritten" in capsys.readouterr().err
-    assert json.loads(report.read_text()) == found  # untouched
+    assert json.loads(report.read_text())[:2] == found  # untouched
+    assert separate("out4", naming_checkpoint, tmp_path / "r3.json", "--speakers", "2") == 2
+    assert "does not go with --speakers" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".r", "r"))) == ["report.json"]
     assert separate("out3", tiny_checkpoint, tmp_path / "r2.json") == 2
     assert "cannot name noise" in capsys.readouterr().err and not (tmp_path / "r2.json").exists()
 

@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-shipped", action="store_true", help="leave out the shipped model's chunked figures")
     args = parser.parse_args(argv)
 
+    if not args.no_shipped:
+        default_checkpoint()  # no shipped model: say so now, not after minutes of measuring
     threads = sorted(set(args.threads or (1, all_threads())))
     if threads[0] < 1:
         parser.error(f"--threads must be positive, got {threads[0]}")

@@ -132,8 +132,9 @@ def _separate_one(job: Job, engine: ChunkedSeparator, args: argparse.Namespace, 
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _check_report(path: str, backend, overwrite: bool) -> None:
-    """Before any work: the report needs a model that names noise, and never replaces a file unasked."""
+def _open_report(path: str, backend, overwrite: bool) -> AtomicFile:
+    """Before any work: the report needs a model that names noise, a place it can be written (its
+    temporary file is made now), and never replaces a file unasked."""
     if getattr(getattr(backend, "model", None), "noise_classifier", None) is None:
         raise ValueError(f"--report: the {backend.name} model given cannot name noise (it needs a PyTorch "
                          f"checkpoint with a noise classifier, such as the shipped one; ONNX files carry none)")
@@ -141,10 +142,17 @@ def _check_report(path: str, backend, overwrite: bool) -> None:
         raise ValueError(f"--report {path}: is a folder; give a file name, e.g. report.json")
     if Path(path).exists() and not overwrite:
         raise FileExistsError(f"--report {path}: exists; not overwritten (--overwrite to replace)")
+    try:
+        return AtomicFile(path, overwrite=overwrite)
+    except OSError as err:
+        raise ValueError(f"--report {path}: cannot be written ({err.strerror or err})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.speakers != 1 and args.report:
+        print("error: --report names the noise a denoiser removes; it does not go with --speakers", file=sys.stderr)
+        return 2
     if args.speakers != 1:
         from sepgan.inference.speakers import main_speakers
 
@@ -158,11 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         backend = load_backend(args.checkpoint or default_checkpoint(), args.backend, args.device, args.threads)
         engine = ChunkedSeparator(backend, args.chunk_seconds, args.batch_size, args.context_seconds)
-        if args.report:
-            _check_report(args.report, backend, args.overwrite)
+        report = _open_report(args.report, backend, args.overwrite) if args.report else None
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        return _run(args, jobs, skipped, backend, engine, report, started)
+    finally:
+        if report is not None:
+            report.discard()  # nothing left behind unless `_run` committed it
+
+
+def _run(args: argparse.Namespace, jobs: list[Job], skipped: dict[Path, str], backend, engine: ChunkedSeparator,
+         report: AtomicFile | None, started: float) -> int:
     for folder in sorted({target.parent for job in jobs for target in (job.speech, job.noise) if target}):
         remove_stale_parts(folder, report=lambda message: print(message, file=sys.stderr))
     loaded = time.perf_counter()
@@ -179,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(job.source)
                 known = isinstance(err, (AudioError, FileExistsError, ValueError, OSError))
                 hint = " (--fix-nonfinite replaces them by zeros)" if isinstance(err, NonFiniteAudioError) else ""
-                bar.write(f"error: {job.source}: {err if known else f'{type(err).__name__}: {err}'}{hint}",
-                          file=sys.stderr)
+                message = err if known else f"{type(err).__name__}: {err}"
+                bar.write(f"error: {job.source}: {message}{hint}", file=sys.stderr)
+                reports.append({"input": str(job.source), "error": str(message)})
                 continue
             cleaned += 1
             done_seconds += result["seconds"]
@@ -196,10 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"{len(failed)} of {len(jobs)} files failed (see the errors above): "
               f"{', '.join(str(p) for p in failed)}", file=sys.stderr)
-    if args.report and reports:
-        with AtomicFile(args.report, overwrite=args.overwrite) as report:
+    report_failed = False
+    if report is not None and interrupted is None:
+        try:
             report.tmp.write_text(json.dumps(reports, indent=2) + "\n")
-        print(f"noise report of {len(reports)} files: {args.report}", file=sys.stderr)
+            report.commit()
+            print(f"noise report of {len(reports)} files: {args.report}", file=sys.stderr)
+        except OSError as err:  # FileExistsError too: a file of that name appeared meanwhile
+            print(f"error: --report {args.report}: {err}", file=sys.stderr)
+            report_failed = True
     rtf = f", real-time factor {elapsed / done_seconds:.3f}" if done_seconds else ""
     print(f"cleaned {cleaned} of {len(jobs)} files ({done_seconds:.1f} s of audio) in "
           f"{elapsed:.1f} s{rtf} (model loaded in {loaded - started:.1f} s, {backend.name} backend) "
@@ -207,4 +229,4 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted is not None:
         print(f"interrupted while cleaning {job.source}; its unfinished output was removed", file=sys.stderr)
         raise interrupted
-    return 1 if failed else 0
+    return 1 if failed or report_failed else 0

@@ -46,11 +46,15 @@ class MixtureDataset(Dataset):
     """
 
     def __init__(self, speech: Corpus, noise: Corpus, mixer: Mixer, length: int, seed: int | None = None,
-                 augmenter: Augmenter | None = None):
+                 augmenter: Augmenter | None = None, labels: list[str] | None = None):
         self.speech, self.noise, self.mixer = speech, noise, mixer
         self.length, self.seed, self.augmenter = length, seed, augmenter
-        # what `noise_class` indexes: the corpus's classes, then babble and coloured noise if augmented
-        self.noise_labels = augmenter.labels if augmenter else list(noise.labels)
+        # The classes this split draws from: the corpus's, then babble and coloured noise if augmented.
+        self._own_labels = augmenter.labels if augmenter else list(noise.labels)
+        # What `noise_class` indexes: `labels` (the training split's, so that a class means the same
+        # number in every split even where a split lacks one, like the single cafe recording), then
+        # any class of this split they lack.
+        self.noise_labels = list(labels or []) + [c for c in self._own_labels if c not in (labels or [])]
 
     def __len__(self) -> int:
         return self.length
@@ -63,9 +67,13 @@ class MixtureDataset(Dataset):
         for _ in range(50):
             example = self.augmenter(rng) if self.augmenter is not None else self._plain(rng)
             if example is not None:
-                labels = {key: example.pop(key) for key in ("noise_class", "noise_class2")}
+                labels = {key: self._index(example.pop(key)) for key in ("noise_class", "noise_class2")}
                 return {**{k: torch.as_tensor(v) for k, v in example.items()}, **labels}
         raise RuntimeError("50 draws in a row gave silent speech or noise excerpts; check the corpus for silent files")
+
+    def _index(self, own: int) -> int:
+        """A class index of this split's own label list as an index of `noise_labels` (-1: none)."""
+        return -1 if own < 0 else self.noise_labels.index(self._own_labels[own])
 
     def _plain(self, rng: np.random.Generator) -> dict | None:
         """A recorded-noise mixture by `mixer` (the unaugmented example; its draws fix the val/test sets)."""
@@ -201,7 +209,9 @@ class SeparationDataModule(pl.LightningDataModule):
             noise.preload()
             augmented = self.augment.enabled and (name == "train" or self.augment.eval)
             augmenter = Augmenter(self.augment, speech, noise, self.mixer, h.sample_rate) if augmented else None
-            self.datasets[name] = MixtureDataset(speech, noise, self.mixer, lengths[name], seeds[name], augmenter)
+            labels = self.datasets["train"].noise_labels if name != "train" else None
+            self.datasets[name] = MixtureDataset(speech, noise, self.mixer, lengths[name], seeds[name], augmenter,
+                                                 labels)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         h = self.hparams

@@ -29,7 +29,7 @@ from sepgan.pretrained import DEFAULT_CHECKPOINT, default_checkpoint
 Audio = np.ndarray | torch.Tensor
 
 
-@dataclass
+@dataclass(eq=False)
 class Separated:
     """Speech and noise of one input, in its type, shape and rate; `speech + noise` is the input.
 
@@ -43,6 +43,12 @@ class Separated:
 
     def __iter__(self) -> Iterator[Audio]:
         return iter((self.speech, self.noise))
+
+    def __getitem__(self, index: int) -> Audio:
+        return (self.speech, self.noise)[index]
+
+    def __len__(self) -> int:
+        return 2
 
 
 def _shipped() -> dict[str, Path]:
@@ -103,24 +109,24 @@ class Model:
             raise ValueError(f"audio of shape {mixture.shape} has more channels than samples; pass "
                              f"(channels, samples), e.g. the transpose of what soundfile.read returns")
         speech = self.engine.separate(mixture, int(sample_rate))
-        removed = self._removed(mixture, mixture - speech, int(sample_rate)) if self.names_noise else None
+        removed = self._removed(mixture, speech, int(sample_rate)) if self.names_noise else None
         speech = with_dry(speech, mixture, dry)
         noise = mixture - speech
         if tensor is not None:
             speech, noise = (torch.from_numpy(x).to(tensor.device) for x in (speech, noise))
         return Separated(speech, noise, removed)
 
-    def _removed(self, mixture: np.ndarray, noise: np.ndarray, rate: int) -> list[dict]:
-        """The noise report of one in-memory input, from its removed noise (before any dry mix)."""
+    def _removed(self, mixture: np.ndarray, speech: np.ndarray, rate: int) -> list[dict]:
+        """The noise report of one in-memory input, from the mixture and its speech (before any dry mix)."""
         channels = 1 if mixture.ndim == 1 else mixture.shape[0]
 
-        def to_model(x: np.ndarray) -> list[np.ndarray]:
-            return list(resampled([x.reshape(channels, -1)], rate, self.sample_rate, channels))
+        def to_model(x: np.ndarray) -> np.ndarray:
+            return np.concatenate(list(resampled([x.reshape(channels, -1)], rate, self.sample_rate, channels)), -1)
 
-        scale, _ = level(to_model(mixture))
+        mixture = to_model(mixture)
+        scale, _ = level([mixture])
         namer = NoiseNamer(self.backend.model, scale, device=getattr(self.backend, "device", "cpu"))
-        for block in to_model(noise):
-            namer.add(block)
+        namer.add(mixture, to_model(speech))
         return namer.finish()
 
     def separate_file(self, source: str | Path, speech_path: str | Path, noise_path: str | Path | None = None,

@@ -193,6 +193,7 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
             writers[0].write(s)
             if noise_path is not None:
                 writers[1].write(m - s)
+        removed = namer.finish() if namer is not None else None  # before committing: an error fails the file
         commit_all(writers)
     except BaseException:
         discard_all(writers)
@@ -200,7 +201,7 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
     summary = dict(source=str(source), speech=str(speech_path), noise=str(noise_path) if noise_path else None,
                    seconds=info.frames / rate, clipped=clipped)
     if namer is not None:
-        summary["removed"] = namer.finish()
+        summary["removed"] = removed
     return summary
 
 
@@ -219,7 +220,7 @@ class _Kept(_Takes):
 
 
 def _naming(speech: Iterable[np.ndarray], mixture: _Kept, namer: NoiseNamer):
-    """The speech blocks unchanged; the noise they leave (mixture minus speech) goes to `namer`."""
+    """The speech blocks unchanged; each goes to `namer` with the mixture it came from."""
     for block in speech:
-        namer.add(mixture.take(block.shape[1]) - block)
+        namer.add(mixture.take(block.shape[1]), block)
         yield block

@@ -45,12 +45,16 @@ def save_separator(separator: Separator | SpeakerSeparator, path: str | Path) ->
     """A checkpoint with the separator alone (no optimizer or training state), e.g. to ship a model.
 
     It also stores the separator's measured receptive field, so that loading it for chunked
-    separation needs no probe.
+    separation needs no probe (a model without a bounded one is saved without it).
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     state = {f"separator.{k}": v.detach().cpu() for k, v in separator.state_dict().items()}
-    torch.save({"state_dict": state, "separator_config": separator.config,
-                "receptive_field": receptive_field(separator)}, path)
+    checkpoint = {"state_dict": state, "separator_config": separator.config}
+    try:
+        checkpoint["receptive_field"] = receptive_field(separator)
+    except ValueError:  # unbounded (e.g. a recurrent layer over all frames): chunked separation refuses it anyway
+        pass
+    torch.save(checkpoint, path)
 
 
 def load_separator(path: str | Path, map_location: str | torch.device = "cpu") -> Separator | SpeakerSeparator:

@@ -60,7 +60,8 @@ def pooled_probabilities(frame_logits: torch.Tensor) -> torch.Tensor:
 
 def noise_class_loss(frame_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of the pooled clip probabilities against multi-hot `targets` (batch, classes)."""
-    probabilities = pooled_probabilities(frame_logits).clamp(1e-6, 1 - 1e-6)
+    # squeezed into (0, 1) rather than clamped, so a saturated wrong answer still has a gradient
+    probabilities = pooled_probabilities(frame_logits) * (1 - 2e-6) + 1e-6
     return F.binary_cross_entropy(probabilities, targets.float())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -13,6 +14,8 @@ from sepgan.metrics import si_sdr
 from sepgan.models import Separation, Separator
 from sepgan.models.noise_classifier import multi_hot, pooled_probabilities
 from sepgan.training.systems.finite import FiniteTraining
+
+log = logging.getLogger("sepgan")
 
 
 class GeneratorSystem(FiniteTraining, pl.LightningModule):
@@ -39,6 +42,13 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
         if freeze_separator:
             for name, parameter in separator.named_parameters():
                 parameter.requires_grad_(name.startswith("noise_classifier."))
+        # A classifier this run does not train stays as it is (its batch-norm statistics too), but the
+        # separator it listens to changes under it.
+        self.stale_classifier = separator.noise_classifier is not None and "noise_class" not in loss.weights
+        if self.stale_classifier:
+            log.warning("the model's noise classifier is not trained in this run (loss.weights.noise_class=0) "
+                        "while its separator is: retrain it afterwards (loss.weights.noise_class=1 "
+                        "freeze_separator=true) or its reports may not fit the new separator")
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -97,6 +107,8 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
         if self.freeze_separator:  # each step: Lightning sets every module's mode itself around validation
             self.separator.eval()
             self.separator.noise_classifier.train()
+        elif self.stale_classifier:
+            self.separator.noise_classifier.eval()
         return self._step(batch, "train")[1]
 
     def validation_step(self, batch: dict, batch_idx: int) -> Separation:
