@@ -15,8 +15,8 @@ def sepgan(name_or_path=None, device="cpu", **options):
     "cuda"). options: chunk_seconds, batch_size, threads (see `sepgan.load`).
 
     The model's `separate(audio, sample_rate)` takes numpy or torch audio, (samples,) or
-    (channels, samples), at any rate and length, and returns (speech, noise) in the same form;
-    `separate_file(source, speech_path)` cleans a file.
+    (channels, samples), at any rate and length, and returns (speech, noise) in the same form, with
+    `.removed` saying what noise was removed and when; `separate_file(source, speech_path)` cleans a file.
     """
     from sepgan.inference.api import load
 

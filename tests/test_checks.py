@@ -24,6 +24,8 @@ CASES = [  # override, the start of the message
     ("gan.objective=wgan", "gan.objective='wgan': expected one of bce, hinge, lsgan"),
     ("stage=pretrain", "stage='pretrain': expected one of generator, discriminator, adversarial, gan, validate"),
     ("ckpt_path=last", "ckpt_path=last: no stage=generator run of 'demo'"),
+    ("init_weights=/nonexistent.ckpt", "init_weights='/nonexistent.ckpt': no such checkpoint file"),
+    ("freeze_separator=true", "freeze_separator=true trains only the noise classifier: set loss.weights.noise_class"),
 ]
 
 
