@@ -181,12 +181,14 @@ def test_the_api_returns_the_report_and_still_unpacks(naming_checkpoint, tiny_ch
     import sepgan
 
     audio = np.stack([noisy_speech(2.5, 22050), noisy_speech(2.5, 22050, seed=1)])
-    result = sepgan.load(naming_checkpoint).separate(audio, 22050)
+    result = sepgan.load(naming_checkpoint).separate(audio, 22050, name_noise=True)
     speech, noise = result
     np.testing.assert_allclose(speech + noise, audio, atol=1e-5)
     assert isinstance(result.removed, list)
     assert all(set(s) == {"label", "confidence", "start", "end"} for s in result.removed)
-    assert sepgan.load(tiny_checkpoint).separate(audio, 22050).removed is None
+    assert sepgan.load(naming_checkpoint).separate(audio, 22050).removed is None  # only when asked
+    with pytest.raises(ValueError, match="cannot name noise"):
+        sepgan.load(tiny_checkpoint).separate(audio, 22050, name_noise=True)
 
 
 def test_the_server_answers_with_the_report(naming_checkpoint, tmp_path):
@@ -202,6 +204,7 @@ def test_the_server_answers_with_the_report(naming_checkpoint, tmp_path):
         parts = parts_of(client.post("/api/separate", files=upload, headers={"Accept": "multipart/form-data"}))
         assert list(parts) == ["speech", "noise", "spectrogram", "removed"]
         assert parts["removed"][1] == "application/json" and isinstance(json.loads(parts["removed"][2]), list)
-        plain = client.post("/api/separate", files=upload)
+        assert "x-removed-noise" not in client.post("/api/separate", files=upload).headers  # only when asked
+        plain = client.post("/api/separate?name_noise=true", files=upload)
         assert json.loads(plain.headers["x-removed-noise"]) == json.loads(parts["removed"][2])[:10]
         assert client.get("/api/models").json()[0]["noise_classes"] == CLASSES

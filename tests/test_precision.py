@@ -88,12 +88,16 @@ def zero_output_separator(representation: str, power: float) -> Separator:
 def test_every_loss_term_has_finite_gradients_when_the_network_outputs_zeros(representation, power, output, term):
     model = zero_output_separator(representation, power)
     model.output = output
+    classes = None
+    if term == "noise_class":  # the classifier on the noise estimate, its loss reaching the separator too
+        model.attach_noise_classifier(["hum", "bark", "siren"], channels=4, detach=False)
+        classes = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
     torch.manual_seed(0)
     speech = torch.randn(2, 1024) * 0.1
     speech[0, :512] = 0.0  # silent stretches: exact zero bins in the target too
     noise = torch.randn(2, 1024) * 0.05
     sep = model(speech + noise)
-    total, terms = SeparationLoss({term: 1.0})(sep, speech, noise, model.frontend)
+    total, terms = SeparationLoss({term: 1.0})(sep, speech, noise, model.frontend, classes)
     assert finite(total)
     total.backward()
     assert all(finite(p.grad) for p in model.parameters() if p.grad is not None)

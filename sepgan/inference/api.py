@@ -3,7 +3,7 @@
     import sepgan
     model = sepgan.load()                      # the shipped model; or a .ckpt / .onnx path
     speech, noise = model.separate(audio, 44100)
-    model.separate(audio, 44100).removed       # what noise was removed, and when (the shipped model names it)
+    model.separate(audio, 44100, name_noise=True).removed   # and what noise was removed, and when
 
 Everything runs through the same `ChunkedSeparator` as `sepgan separate`, so arrays of any length,
 rate and channel count give what the command writes for the same audio, with memory bounded by the
@@ -34,7 +34,7 @@ class Separated:
     """Speech and noise of one input, in its type, shape and rate; `speech + noise` is the input.
 
     Unpacks as `speech, noise = ...`. `removed` lists what noise the model heard in the removed
-    part, and when (`sepgan.inference.noise_report`); None for a model without a noise classifier.
+    part, and when (`sepgan.inference.noise_report`), if it was asked for (`name_noise=True`).
     """
 
     speech: Audio
@@ -92,14 +92,17 @@ class Model:
         """Whether the model has a noise classifier (PyTorch checkpoints only; ONNX files carry none)."""
         return getattr(getattr(self.backend, "model", None), "noise_classifier", None) is not None
 
-    def separate(self, audio: Audio, sample_rate: int, dry: float = 0.0) -> Separated:
+    def separate(self, audio: Audio, sample_rate: int, dry: float = 0.0, name_noise: bool = False) -> Separated:
         """Speech and noise of `audio`: (samples,) or (channels, samples), numpy or torch, at `sample_rate`.
 
         Each channel is cleaned on its own; the results have the input's shape and rate, and its
         type (a tensor comes back as a float32 tensor on the input's device). `dry` (0 to 1) mixes
         that share of the input back into the speech; the noise is always the input minus the speech.
-        With a model that names noise, `.removed` says what was removed and when.
+        `name_noise=True` (a model with a noise classifier) also says what was removed and when
+        (`.removed`); it is off by default because it costs about as much again as the separation.
         """
+        if name_noise and not self.names_noise:
+            raise ValueError(f"{self!r} cannot name noise: it has no noise classifier (ONNX files carry none)")
         dry = check_dry(dry)
         if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
@@ -109,7 +112,7 @@ class Model:
             raise ValueError(f"audio of shape {mixture.shape} has more channels than samples; pass "
                              f"(channels, samples), e.g. the transpose of what soundfile.read returns")
         speech = self.engine.separate(mixture, int(sample_rate))
-        removed = self._removed(mixture, speech, int(sample_rate)) if self.names_noise else None
+        removed = self._removed(mixture, speech, int(sample_rate)) if name_noise else None
         speech = with_dry(speech, mixture, dry)
         noise = mixture - speech
         if tensor is not None:
@@ -131,17 +134,20 @@ class Model:
 
     def separate_file(self, source: str | Path, speech_path: str | Path, noise_path: str | Path | None = None,
                       *, dry: float = 0.0, mono: bool = False, format: str | None = None,
-                      subtype: str | None = None, sample_rate: int | None = None, overwrite: bool = False) -> dict:
+                      subtype: str | None = None, sample_rate: int | None = None, overwrite: bool = False,
+                      name_noise: bool = False) -> dict:
         """Clean the file `source` into `speech_path` (and the removed part into `noise_path`).
 
         As `sepgan separate` does: streamed in blocks (any length), the input's format, subtype and
         rate unless asked otherwise, written atomically, never over the input nor over an existing
-        file unless `overwrite`. Returns a summary (seconds, clipped samples, and `removed`, the
-        noise report, with a model that names noise).
+        file unless `overwrite`. Returns a summary (seconds, clipped samples, and with `name_noise`
+        `removed`, the noise report).
         """
+        if name_noise and not self.names_noise:
+            raise ValueError(f"{self!r} cannot name noise: it has no noise classifier (ONNX files carry none)")
         out = OutputFormat.for_input(audio_info(source), format, subtype, sample_rate)
         return separate_file(self.engine, source, speech_path, noise_path, mono=mono, out=out,
-                             overwrite=overwrite, dry=dry, name_noise=self.names_noise)
+                             overwrite=overwrite, dry=dry, name_noise=name_noise)
 
 
 def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float = CHUNK_SECONDS,

@@ -125,7 +125,7 @@ async def noise_options(svc: Service = Depends(service)):
                                              "upload, the speech and the noise) and, from a model that names "
                                              "noise, `removed` (JSON: what noise was removed, and when). An "
                                              "audio answer carries the ten most confident of those in the "
-                                             "header X-Removed-Noise"}})
+                                             "header X-Removed-Noise when asked (name_noise=true)"}})
 async def separate(request: Request, file: UploadFile = File(..., description="audio: wav, flac, ogg or aiff"),
                    format: Literal["wav", "flac", "ogg", "aiff"] | None = Query(
                        None, description="output format (default: from Accept, else the upload's)"),
@@ -134,6 +134,9 @@ async def separate(request: Request, file: UploadFile = File(..., description="a
                    mono: bool = Query(False, description="mix channels down first"),
                    dry: float = Query(0.0, ge=0, le=1, description="share of the input mixed back into the speech "
                                                                    "(0: fully cleaned, 1: the input unchanged)"),
+                   name_noise: bool = Query(False, description="an audio answer also names the removed noise in "
+                                                               "the X-Removed-Noise header (the multipart answer "
+                                                               "always does, from a model that names noise)"),
                    svc: Service = Depends(service)):
     parts = _accepts_parts(request.headers.get("accept"))
     fmt = format or (None if parts else _format_from_accept(request.headers.get("accept")))
@@ -146,7 +149,7 @@ async def separate(request: Request, file: UploadFile = File(..., description="a
         speech, noise = folder / f"speech.{name_out}", folder / f"noise.{name_out}"
         summary = await svc.pool.run(separate_file, svc.engine, source, speech,
                                      noise if stem == "noise" or parts else None, mono=mono, out=out, dry=dry,
-                                     name_noise=svc.names_noise)
+                                     name_noise=svc.names_noise and (parts or name_noise))
         removed = summary.get("removed")
         if parts:
             return await _every_part(svc, folder, source, Path(name).stem, speech, noise, name_out, out.sample_rate,

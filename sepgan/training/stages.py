@@ -271,7 +271,7 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
     # weights are handed on, so the next stage and test_after_training still have a generator.
     # Saved only now, after `_finish` has checked the last validation.
     result.checkpoint = result.checkpoint or _final_checkpoint(cfg, trainer)
-    if best is not None and best.best_model_score is not None and best.monitor == "val/si_sdri":
+    if best is not None and best.best_model_score is not None and not cfg.get("freeze_separator"):
         result.metrics["best_val/si_sdri"] = float(best.best_model_score)
     result.notes += notes
     return result

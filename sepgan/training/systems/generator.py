@@ -32,7 +32,8 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
     def __init__(self, separator: Separator, loss: SeparationLoss, optimizer: Callable, scheduler: Callable | None = None,
                  freeze_separator: bool = False):
         super().__init__()
-        if freeze_separator and separator.noise_classifier is None:
+        classifier = getattr(separator, "noise_classifier", None)  # a separator of voices has none
+        if freeze_separator and classifier is None:
             raise ValueError("freeze_separator=true trains only the noise classifier, and this model has none "
                              "(set loss.weights.noise_class > 0)")
         self.separator = separator
@@ -44,7 +45,7 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
                 parameter.requires_grad_(name.startswith("noise_classifier."))
         # A classifier this run does not train stays as it is (its batch-norm statistics too), but the
         # separator it listens to changes under it.
-        self.stale_classifier = separator.noise_classifier is not None and "noise_class" not in loss.weights
+        self.stale_classifier = classifier is not None and "noise_class" not in getattr(loss, "weights", {})
         if self.stale_classifier:
             log.warning("the model's noise classifier is not trained in this run (loss.weights.noise_class=0) "
                         "while its separator is: retrain it afterwards (loss.weights.noise_class=1 "
@@ -70,7 +71,7 @@ class GeneratorSystem(FiniteTraining, pl.LightningModule):
 
     def noise_targets(self, batch: dict) -> torch.Tensor | None:
         """The batch's noise classes as multi-hot targets of the model's noise classifier; None without one."""
-        classifier = self.separator.noise_classifier
+        classifier = getattr(self.separator, "noise_classifier", None)
         if classifier is None or "noise_class" not in batch:
             return None
         return multi_hot(batch["noise_class"], batch.get("noise_class2"), len(classifier.classes))
