@@ -99,7 +99,7 @@ class Model:
         type (a tensor comes back as a float32 tensor on the input's device). `dry` (0 to 1) mixes
         that share of the input back into the speech; the noise is always the input minus the speech.
         `name_noise=True` (a model with a noise classifier) also says what was removed and when
-        (`.removed`); it is off by default because it costs about as much again as the separation.
+        (`.removed`), for about 10 % more time.
         """
         if name_noise and not self.names_noise:
             raise ValueError(f"{self!r} cannot name noise: it has no noise classifier (ONNX files carry none)")
