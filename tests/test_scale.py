@@ -159,7 +159,7 @@ def test_gpu_precision_follows_the_device(monkeypatch):
     assert mixed_precision() == "32-true"  # no GPU here
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert mixed_precision() == "16-mixed"  # bf16 only emulated: fp16 with loss scaling
+    assert mixed_precision() == "32-true"  # bf16 only emulated: float32 (fp16 trailed on a GPU)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert mixed_precision() == "bf16-mixed"
 

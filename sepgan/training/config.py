@@ -22,7 +22,7 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{file}"
 
 
-# `trainer.precision='${mixed_precision:}'` asks for bf16 or fp16 by the GPU at hand (trainer=gpu/ddp default to 32-true);
+# `${mixed_precision:}` is trainer=gpu/ddp's precision: bf16 where the GPU computes it natively, else 32-true;
 # `hparams_search=optuna` keeps its trials in `${sqlite_url:PATH}`.
 OmegaConf.register_new_resolver("mixed_precision", mixed_precision, replace=True)
 OmegaConf.register_new_resolver("sqlite_url", sqlite_url, replace=True)
