@@ -242,3 +242,41 @@ def test_chunked_voices_equal_whole_file_voices():
     assert chunked.shape == whole.shape == (2, len(mix))
     for k in range(2):
         assert si_sdr(torch.from_numpy(chunked[k]).double(), torch.from_numpy(whole[k]).double()) > 40
+
+
+def test_python_api_gives_each_voice_of_arrays_tensors_and_files(tmp_path):
+    import sepgan
+    from sepgan.audio import NonFiniteAudioError
+    from sepgan.inference.api import Voices
+
+    checkpoint = tmp_path / "speakers.ckpt"
+    save_separator(tiny_speaker_model(), checkpoint)
+    model = sepgan.load(checkpoint, chunk_seconds=1.0)
+    assert isinstance(model, Voices) and model.sources == 2 and model.sample_rate == SR
+    assert "2-speaker" in repr(model)
+
+    mix = voices(2.5, 16000).sum(0)  # 16 kHz through an 8 kHz model, several chunks
+    first, second = model.separate(mix, 16000)
+    assert first.shape == second.shape == mix.shape and first.dtype == np.float32
+    assert not np.allclose(first, second)
+    stereo = model.separate(np.stack([mix, 0.5 * mix]), 16000)
+    assert [v.shape for v in stereo] == [(2, len(mix))] * 2
+    np.testing.assert_allclose(stereo[0][0], first, atol=1e-5)  # each channel on its own
+    tensors = model.separate(torch.from_numpy(mix), 16000)
+    assert all(isinstance(v, torch.Tensor) for v in tensors)
+    np.testing.assert_allclose(tensors[1].numpy(), second, atol=1e-6)
+
+    source = tmp_path / "talk.wav"
+    sf.write(str(source), mix, 16000, subtype="FLOAT")
+    result = model.separate_file(source, tmp_path / "out" / "talk.wav")
+    assert result["speakers"] == [str(tmp_path / "out" / f"talk_speaker{k}.wav") for k in (1, 2)]
+    written = sf.read(str(tmp_path / "out" / "talk_speaker1.wav"), dtype="float32")[0]
+    np.testing.assert_allclose(written, first, atol=1e-5)  # the file holds what the array call gives
+    with pytest.raises(FileExistsError, match="exists"):
+        model.separate_file(source, tmp_path / "out" / "talk.wav")
+    with pytest.raises(ValueError, match="writes 2 voices"):
+        model.separate_file(source, [tmp_path / "one.wav"])
+    with pytest.raises(NonFiniteAudioError, match="1.000 s"):
+        model.separate(np.where(np.arange(len(mix)) == 16000, np.nan, mix), 16000)
+    with pytest.raises(ValueError, match="sample_rate"):
+        model.separate(mix, 0)

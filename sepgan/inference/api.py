@@ -4,6 +4,7 @@
     model = sepgan.load()                      # the shipped model; or a .ckpt / .onnx path
     speech, noise = model.separate(audio, 44100)
     model.separate(audio, 44100, name_noise=True).removed   # and what noise was removed, and when
+    voices = sepgan.load("two_speakers.ckpt").separate(audio, 44100)   # a speaker model: one array per voice
 
 Everything runs through the same `ChunkedSeparator` as `sepgan separate`, so arrays of any length,
 rate and channel count give what the command writes for the same audio, with memory bounded by the
@@ -20,10 +21,13 @@ import numpy as np
 import torch
 
 from sepgan.audio import audio_info
-from sepgan.inference.backends import Backend, load_backend
+from sepgan.inference.backends import Backend, TorchBackend, load_backend
 from sepgan.inference.chunked import CHUNK_SECONDS, ChunkedSeparator, check_dry, level, resampled, with_dry
 from sepgan.inference.files import OutputFormat, separate_file
 from sepgan.inference.noise_report import NoiseNamer
+from sepgan.inference.permutation import SpeakerChunkedSeparator, SpeakersBackend
+from sepgan.inference.speakers import separate_speakers_file, speaker_paths
+from sepgan.models import SpeakerSeparator, load_separator
 from sepgan.pretrained import DEFAULT_CHECKPOINT, default_checkpoint
 
 Audio = np.ndarray | torch.Tensor
@@ -49,6 +53,23 @@ class Separated:
 
     def __len__(self) -> int:
         return 2
+
+
+def _mixture(audio: Audio, sample_rate: int) -> tuple[np.ndarray, torch.Tensor | None]:
+    """`audio` as a float32 array, and the tensor it came as (None for an array); checks the rate and the layout."""
+    if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+    tensor = audio if isinstance(audio, torch.Tensor) else None
+    mixture = np.asarray(audio.detach().cpu().numpy() if tensor is not None else audio, np.float32)
+    if mixture.ndim == 2 and mixture.shape[0] > mixture.shape[1]:
+        raise ValueError(f"audio of shape {mixture.shape} has more channels than samples; pass "
+                         f"(channels, samples), e.g. the transpose of what soundfile.read returns")
+    return mixture, tensor
+
+
+def _like(x: np.ndarray, tensor: torch.Tensor | None) -> Audio:
+    """`x` in the input's type: a float32 tensor on the input tensor's device, or the array."""
+    return x if tensor is None else torch.from_numpy(np.ascontiguousarray(x)).to(tensor.device)
 
 
 def _shipped() -> dict[str, Path]:
@@ -104,20 +125,12 @@ class Model:
         if name_noise and not self.names_noise:
             raise ValueError(f"{self!r} cannot name noise: it has no noise classifier (ONNX files carry none)")
         dry = check_dry(dry)
-        if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
-            raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
-        tensor = audio if isinstance(audio, torch.Tensor) else None
-        mixture = np.asarray(audio.detach().cpu().numpy() if tensor is not None else audio, np.float32)
-        if mixture.ndim == 2 and mixture.shape[0] > mixture.shape[1]:
-            raise ValueError(f"audio of shape {mixture.shape} has more channels than samples; pass "
-                             f"(channels, samples), e.g. the transpose of what soundfile.read returns")
+        mixture, tensor = _mixture(audio, sample_rate)
         speech = self.engine.separate(mixture, int(sample_rate))
         removed = self._removed(mixture, speech, int(sample_rate)) if name_noise else None
         speech = with_dry(speech, mixture, dry)
         noise = mixture - speech
-        if tensor is not None:
-            speech, noise = (torch.from_numpy(x).to(tensor.device) for x in (speech, noise))
-        return Separated(speech, noise, removed)
+        return Separated(_like(speech, tensor), _like(noise, tensor), removed)
 
     def _removed(self, mixture: np.ndarray, speech: np.ndarray, rate: int) -> list[dict]:
         """The noise report of one in-memory input, from the mixture and its speech (before any dry mix)."""
@@ -150,14 +163,69 @@ class Model:
                              overwrite=overwrite, dry=dry, name_noise=name_noise)
 
 
+class Voices:
+    """A loaded speaker separator (`+experiment=two_speakers`): `.separate` gives each voice of arrays or
+    tensors, `.separate_file` writes each voice of a file, as `sepgan separate --speakers N` does.
+
+    Made by `sepgan.load` for a speaker checkpoint. Long inputs run in chunks whose voices are put in
+    one order across chunk borders (`SpeakerChunkedSeparator`), so a speaker keeps one output.
+    """
+
+    def __init__(self, engine: SpeakerChunkedSeparator, path: Path):
+        self.engine = engine
+        self.path = path
+
+    @property
+    def sources(self) -> int:
+        """How many voices each input is separated into."""
+        return self.engine.sources
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model works at; inputs at any other rate are resampled to it and back."""
+        return self.engine.sample_rate
+
+    def __repr__(self) -> str:
+        return f"<sepgan {self.sources}-speaker model '{self.path.name}', {self.sample_rate} Hz>"
+
+    def separate(self, audio: Audio, sample_rate: int) -> list[Audio]:
+        """One array per voice, each of the input's shape, rate and type: (samples,) or (channels, samples).
+
+        The voices come in no particular order (the model was trained permutation-invariantly), but in
+        the same order for the whole input; each channel is separated on its own.
+        """
+        mixture, tensor = _mixture(audio, sample_rate)
+        return [_like(voice, tensor) for voice in self.engine.separate(mixture, int(sample_rate))]
+
+    def separate_file(self, source: str | Path, target: str | Path | list[str | Path], *, mono: bool = False,
+                      format: str | None = None, subtype: str | None = None, sample_rate: int | None = None,
+                      overwrite: bool = False) -> dict:
+        """Write each voice of the file `source`: `target` NAME.EXT gives NAME_speaker1.EXT ... (as
+        `sepgan separate --speakers N`), or give a list of one path per voice. Streamed, atomic, the
+        input's format unless asked otherwise, nothing written over the input or an existing file
+        unless `overwrite`. Returns a summary with the paths written."""
+        targets = ([Path(t) for t in target] if isinstance(target, (list, tuple))
+                   else speaker_paths(Path(target), self.sources))
+        if len(targets) != self.sources:
+            raise ValueError(f"{self!r} writes {self.sources} voices; got {len(targets)} paths")
+        out = OutputFormat.for_input(audio_info(source), format, subtype, sample_rate)
+        return separate_speakers_file(self.engine, source, targets, mono=mono, out=out, overwrite=overwrite)
+
+
 def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float = CHUNK_SECONDS,
-         batch_size: int = 1, threads: int | None = None) -> Model:
-    """A sepgan model ready to clean audio.
+         batch_size: int = 1, threads: int | None = None) -> Model | Voices:
+    """A sepgan model ready to clean audio, or to separate voices.
 
     `name_or_path`: None for the shipped model, the name of a shipped model (e.g. "sepgan-16k"), a
     checkpoint from training (`.ckpt`, run by PyTorch on `device`) or a model from `sepgan
-    export-onnx` (`.onnx`, run by onnxruntime on the CPU). `chunk_seconds` and `batch_size` set
-    how much audio goes through the model at once (memory against speed; the result is the same).
+    export-onnx` (`.onnx`, run by onnxruntime on the CPU). A checkpoint of a speaker separator gives
+    `Voices`, anything else a `Model`. `chunk_seconds` and `batch_size` set how much audio goes
+    through the model at once (memory against speed; the result is the same).
     """
     path = _resolve(name_or_path)
-    return Model(load_backend(path, device=device, threads=threads), path, chunk_seconds, batch_size)
+    if path.suffix.lower() == ".onnx":
+        return Model(load_backend(path, device=device, threads=threads), path, chunk_seconds, batch_size)
+    separator = load_separator(path)
+    if isinstance(separator, SpeakerSeparator):
+        return Voices(SpeakerChunkedSeparator(SpeakersBackend(separator, device), chunk_seconds, batch_size), path)
+    return Model(TorchBackend(separator, device), path, chunk_seconds, batch_size)

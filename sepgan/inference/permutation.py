@@ -119,16 +119,12 @@ class SpeakerChunkedSeparator(ChunkedSeparator):
         self._previous = self._perm = None
         yield from super().stream(blocks, total, scale)
 
-    def separate(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None) -> np.ndarray:
-        """Voices (sources, *wav.shape) of in-memory audio (samples,) or (channels, samples)."""
-        if isinstance(wav, torch.Tensor):
-            wav = wav.detach().cpu().numpy()
-        wav = np.asarray(wav, np.float32)
-        if wav.ndim not in (1, 2) or wav.shape[-1] == 0:
-            raise ValueError(f"expected audio of shape (samples,) or (channels, samples), got {wav.shape}")
-        signal = wav.reshape(-1, wav.shape[-1])
-        channels, rate = len(signal), sample_rate or self.sample_rate
-        model_rate = list(resampled([signal], rate, self.sample_rate, channels))
+    def separate(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None,
+                 fix_nonfinite: bool = False) -> np.ndarray:
+        """Voices (sources, *wav.shape) of in-memory audio (samples,) or (channels, samples); checked as
+        `ChunkedSeparator.separate` checks it."""
+        wav, signal, rate, model_rate = self._prepare(wav, sample_rate, fix_nonfinite)
+        channels = len(signal)
         scale, total = level(model_rate)
         flat = (b.reshape(channels * self.sources, -1) for b in self.stream(model_rate, total, scale))
         out = np.concatenate(list(fit_length(resampled(flat, self.sample_rate, rate, channels * self.sources),
