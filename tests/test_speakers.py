@@ -280,3 +280,22 @@ def test_python_api_gives_each_voice_of_arrays_tensors_and_files(tmp_path):
         model.separate(np.where(np.arange(len(mix)) == 16000, np.nan, mix), 16000)
     with pytest.raises(ValueError, match="sample_rate"):
         model.separate(mix, 0)
+
+
+def test_separate_speakers_refuses_dry_and_handles_nonfinite_samples(tmp_path, capsys):
+    checkpoint = tmp_path / "speakers.ckpt"
+    save_separator(tiny_speaker_model(), checkpoint)
+    source = tmp_path / "talk.wav"
+    mix = voices(1.0).sum(0)
+    mix[4000] = np.nan
+    sf.write(str(source), mix, SR, subtype="FLOAT")
+    common = [str(source), "--speakers", "2", "--checkpoint", str(checkpoint), "--quiet"]
+    assert separate_main([*common, "-o", str(tmp_path / "a"), "--dry", "0.2"]) == 2
+    assert "--dry" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert separate_main([*common, "-o", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert "0.500 s" in err and "--fix-nonfinite" in err and not list((tmp_path / "b").glob("*.wav"))
+    with pytest.warns(Warning, match="0.500 s"):
+        assert separate_main([*common, "-o", str(tmp_path / "c"), "--fix-nonfinite"]) == 0
+    for k in (1, 2):
+        assert np.isfinite(sf.read(str(tmp_path / "c" / f"talk_speaker{k}.wav"))[0]).all()

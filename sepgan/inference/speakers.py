@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sepgan.audio import AudioError, audio_info
+from sepgan.audio import AudioError, NonFiniteAudioError, audio_info
 from sepgan.inference.chunked import CHUNK_SECONDS, fit_length, level, resampled
 from sepgan.inference.files import OutputFormat, _AudioWriter, commit_all, discard_all, read_blocks
 from sepgan.inference.permutation import SpeakerChunkedSeparator, SpeakersBackend
@@ -49,8 +49,11 @@ def load_speakers_engine(checkpoint: str | None, speakers: int, device: str = "c
 
 def separate_speakers_file(engine: SpeakerChunkedSeparator, source: str | Path, targets: list[Path], *,
                            mono: bool = False, out: OutputFormat | None = None, overwrite: bool = False,
-                           block_seconds: float = 1.0, progress: Callable[[float], None] | None = None) -> dict:
-    """Write each voice of `source` to its target (one per source of the engine), streaming."""
+                           block_seconds: float = 1.0, progress: Callable[[float], None] | None = None,
+                           fix_nonfinite: bool = False) -> dict:
+    """Write each voice of `source` to its target (one per source of the engine), streaming.
+
+    NaN or infinite samples are an error before anything is written (`fix_nonfinite`: zeros)."""
     source = Path(source)
     info = audio_info(source)
     out = out or OutputFormat.for_input(info)
@@ -64,7 +67,7 @@ def separate_speakers_file(engine: SpeakerChunkedSeparator, source: str | Path, 
     block = max(1, round(block_seconds * rate))
 
     def model_blocks(report=None):
-        for b in resampled(read_blocks(source, block, mono), rate, model_rate, channels):
+        for b in resampled(read_blocks(source, block, mono, fix_nonfinite), rate, model_rate, channels):
             if report:
                 report(b.shape[1] / model_rate)
             yield b
@@ -96,6 +99,8 @@ def main_speakers(args) -> int:
     try:
         if args.save_noise:
             raise ValueError("--save-noise does not apply to --speakers (every output is a voice)")
+        if args.dry:
+            raise ValueError("--dry mixes the input back into cleaned speech; it does not apply to --speakers")
         if args.speakers < 2:
             raise ValueError(f"--speakers must be at least 2, got {args.speakers}")
         skipped: dict[Path, str] = {}
@@ -116,10 +121,12 @@ def main_speakers(args) -> int:
             try:
                 out = OutputFormat.for_input(audio_info(job.source), args.format, args.subtype, args.sample_rate)
                 result = separate_speakers_file(engine, job.source, speaker_paths(job.speech, args.speakers),
-                                                mono=args.mono, out=out, overwrite=args.overwrite, progress=bar.update)
+                                                mono=args.mono, out=out, overwrite=args.overwrite, progress=bar.update,
+                                                fix_nonfinite=args.fix_nonfinite)
             except (AudioError, FileExistsError, ValueError, OSError) as err:
                 failed.append(job.source)
-                bar.write(f"error: {job.source}: {err}", file=sys.stderr)
+                hint = " (--fix-nonfinite replaces them by zeros)" if isinstance(err, NonFiniteAudioError) else ""
+                bar.write(f"error: {job.source}: {err}{hint}", file=sys.stderr)
                 continue
             done += result["seconds"]
             if result["clipped"]:
