@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fine-tune the shipped separator on a lent GPU: the recipe of `experiment=pretrained`, from the shipped
-# model's weights, at batch 32, on the training-split subset that experiments/gpu_train_data.py puts in
+# Fine-tune a shipped model on a lent GPU: the recipe of `experiment=$EXPERIMENT` (pretrained: the speech
+# model; pretrained_speakers: the two-speaker model), from the shipped weights ($INIT), at batch 32, on the training-split subset that experiments/gpu_train_data.py puts in
 # .gpu/data (no file of the full test split can reach training, so the test figures scored here stay
 # honest). The run stops at STEPS or after MAX_TIME, whichever comes first; what comes back is the best
 # checkpoint (validation SI-SDRi), the last one and the metrics, in $OUT.
@@ -17,6 +17,8 @@ BATCH=${BATCH:-32}
 WORKERS=${WORKERS:-10}
 MAX_TIME=${MAX_TIME:-00:00:05:30}
 PRECISION=${PRECISION:-32-true}
+EXPERIMENT=${EXPERIMENT:-pretrained}
+TEST_FRACTION=${TEST_FRACTION:-0.01}   # of the subset's speakers: its test split is never used (pretrained_speakers needs 0.02: 2 speakers)
 INIT=${INIT:-sepgan/pretrained/sepgan-16k.ckpt}
 mkdir -p "$OUT"
 if [ "$DEVICE" = cuda ]; then
@@ -29,10 +31,10 @@ fi
 dir=${RUN_DIR:-.gpu/train}
 rm -rf "$dir"
 start=$(date +%s)
-"$PYTHON" -m sepgan.train experiment=pretrained trainer=$trainer trainer.precision="$PRECISION" \
+"$PYTHON" -m sepgan.train experiment="$EXPERIMENT" trainer=$trainer trainer.precision="$PRECISION" \
     data.root=.gpu/data data.batch_size="$BATCH" data.num_workers="$WORKERS" \
     data.train_examples=$((BATCH * 500)) trainer.max_steps="$STEPS" +trainer.max_time="$MAX_TIME" \
-    data.test_fraction=0.01 init_weights="$INIT" trainer.enable_progress_bar=false callbacks.validation_examples.count=0 \
+    data.test_fraction="$TEST_FRACTION" init_weights="$INIT" trainer.enable_progress_bar=false callbacks.validation_examples.count=0 \
     hydra.run.dir="$dir" > "$OUT/train.log" 2>&1
 echo "train: exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/train.log"
 grep -i "val/si_sdri\|best\|non-finite\|error" "$OUT/train.log" | tail -n 20
