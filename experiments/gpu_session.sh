@@ -9,6 +9,13 @@
 # Back in $OUT: each fine-tuned model's best checkpoint, logs.tgz (every log, summary and metrics.csv).
 # Score the checkpoints here, on the CPU (README "The shipped model", "Two speakers").
 #
+# A follow-up call on the still-warm machine (e.g. to finish a run that MAX_TIME cut short) keeps what
+# the runs wrote (.gpu/train*, /tmp/site) but not the carried files it is not given again: carry only
+# [".gpu/data"] (carrying ".gpu" would replace the run folders), skip setup.sh and
+#   export PYTHONPATH=/tmp/site:$PWD WANDB_MODE=disabled
+# then repeat gpu_train.sh's command with ckpt_path=.gpu/train/checkpoints/last.ckpt (not `last`, which
+# looks under logs/) and a larger +trainer.max_time (the resumed timer counts the time already spent).
+#
 # The session of 2026-11-26 (H200) ran the speech fine-tuning, the GPU checks and, in place of the
 # two-speaker job, the shipped recipe from scratch for 600 steps in fp32 and in bf16 (README "Mixed precision").
 set -uo pipefail
