@@ -6,7 +6,8 @@
 #   - experiments/gpu_check.sh: the GAN pipeline in fp32, bf16 and fp16, `separate`/`evaluate` on cuda.
 # Here first:  ../shared/gpu/bundle.sh && .venv/bin/python experiments/gpu_train_data.py
 # There (the `run` tool, carry [".gpu"], timeout_s 540):  bash experiments/gpu_session.sh
-# Back in $OUT: each fine-tuned model's best checkpoint, logs.tgz (every log, summary and metrics.csv).
+# Back in $OUT: each fine-tuned model's best checkpoint, gpu_check's bf16 generator, logs.tgz (every log,
+# summary and metrics.csv).
 # Score the checkpoints here, on the CPU (README "The shipped model", "Two speakers").
 #
 # A follow-up call on the still-warm machine (e.g. to finish a run that MAX_TIME cut short) keeps what
@@ -37,5 +38,6 @@ for job in speech speakers; do
     best=$(ls .gpu/out_"$job"/best-*.ckpt 2>/dev/null | head -1)
     [ -n "$best" ] && cp "$best" "$OUT/${job}_$(basename "$best")"
 done
+cp .gpu/check/bf16_generator.ckpt "$OUT/" 2>/dev/null
 tar czf "$OUT/logs.tgz" --exclude='*.ckpt' .gpu/check .gpu/out_speech .gpu/out_speakers .gpu/*.txt
 ls -la "$OUT"

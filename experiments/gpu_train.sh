@@ -23,7 +23,7 @@ INIT=${INIT:-sepgan/pretrained/sepgan-16k.ckpt}
 mkdir -p "$OUT"
 if [ "$DEVICE" = cuda ]; then
     trainer=gpu
-    [ -n "${PYTHONPATH:-}" ] || { source .gpu/setup.sh || exit 1; }
+    [[ "${PYTHONPATH:-}" == */tmp/site* ]] || { source .gpu/setup.sh || exit 1; }
 else
     trainer=cpu
     export PYTHONPATH=$PWD WANDB_MODE=disabled
@@ -36,11 +36,12 @@ start=$(date +%s)
     data.train_examples=$((BATCH * 500)) trainer.max_steps="$STEPS" +trainer.max_time="$MAX_TIME" \
     data.test_fraction="$TEST_FRACTION" init_weights="$INIT" trainer.enable_progress_bar=false callbacks.validation_examples.count=0 \
     hydra.run.dir="$dir" > "$OUT/train.log" 2>&1
-echo "train: exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/train.log"
+code=$?
+echo "train: exit $code after $(( $(date +%s) - start )) s" | tee -a "$OUT/train.log"
 grep -i "val/si_sdri\|best\|non-finite\|error" "$OUT/train.log" | tail -n 20
 best=$(ls -t "$dir"/checkpoints/best-*.ckpt 2>/dev/null | head -1)
 [ -n "$best" ] && cp "$best" "$OUT/" && echo "best: $(basename "$best")"
 cp "$dir"/checkpoints/last.ckpt "$OUT/" 2>/dev/null
 metrics=$(ls "$dir"/csv/metrics.csv "$dir"/*/metrics.csv 2>/dev/null | head -1)
 [ -n "$metrics" ] && cp "$metrics" "$OUT/metrics.csv"
-exit 0
+exit $code

@@ -220,7 +220,8 @@ def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_s
     checkpoint from training (`.ckpt`, run by PyTorch on `device`) or a model from `sepgan
     export-onnx` (`.onnx`, run by onnxruntime on the CPU). A checkpoint of a speaker separator gives
     `Voices`, anything else a `Model`. `chunk_seconds` and `batch_size` set how much audio goes
-    through the model at once (memory against speed; the result is the same).
+    through the model at once (memory against speed; the result is the same). `threads` limits
+    onnxruntime's threads for an .onnx model (PyTorch's are set with `torch.set_num_threads`).
     """
     path = _resolve(name_or_path)
     if path.suffix.lower() == ".onnx":
