@@ -103,10 +103,12 @@ def _section_code(title: str) -> list[str]:
 
 def test_readme_python_api_examples_run_as_written(tmp_path, monkeypatch):
     blocks = _section_code("Python API")
-    assert len(blocks) == 2 and "torch.hub.load" in blocks[1]
+    assert len(blocks) == 3 and "torch.hub.load" in blocks[1] and "2speakers" in blocks[2]
     monkeypatch.chdir(tmp_path)  # the examples write their files into the working folder
     namespace: dict = {}
     for block in blocks:
         exec(compile(block.replace("/path/to/sepgan", str(ROOT)), "README.md", "exec"), namespace)
     assert sf.info(tmp_path / "clean.wav").frames == 3 * 44100 and (tmp_path / "noise.wav").is_file()
     assert isinstance(namespace["speech"], torch.Tensor) and namespace["speech"].shape == (16000,)
+    assert namespace["first"].shape == namespace["second"].shape == (2, 3 * 44100)
+    assert [sf.info(tmp_path / "out" / f"talk_speaker{k}.wav").frames for k in (1, 2)] == [3 * 44100] * 2

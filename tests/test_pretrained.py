@@ -52,3 +52,41 @@ def test_notebook_runs_top_to_bottom(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "runs:" in out and "input SNR" in out
     assert namespace["estimate"].shape == namespace["mixture"].shape
+
+
+def test_shipped_two_speaker_model_is_small_and_is_the_default_of_speakers_2(tmp_path):
+    import soundfile as sf
+
+    import sepgan
+    from sepgan.commands.separate import main as separate_main
+    from sepgan.inference.api import Voices
+    from sepgan.inference.speakers import SPEAKERS_CHECKPOINT
+
+    assert SPEAKERS_CHECKPOINT.stat().st_size <= 10 * 2**20
+    assert "optimizer_states" not in torch.load(SPEAKERS_CHECKPOINT, map_location="cpu", weights_only=False)
+    voices = sepgan.load("sepgan-2speakers-8k")
+    assert isinstance(voices, Voices) and voices.sources == 2 and voices.sample_rate == 8000
+    source = tmp_path / "talk.wav"
+    sf.write(str(source), 0.05 * np.random.default_rng(0).standard_normal(16000), 16000)
+    assert separate_main([str(source), "-o", str(tmp_path / "out"), "--speakers", "2", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["talk_speaker1.wav", "talk_speaker2.wav"]
+
+
+@needs_shared
+def test_shipped_two_speaker_model_separates_held_out_speakers():
+    from sepgan.data.two_speakers import TwoSpeakerDataModule
+    from sepgan.inference.speakers import SPEAKERS_CHECKPOINT
+    from sepgan.metrics import si_sdr
+    from sepgan.pit import pit_si_sdr
+
+    model = load_separator(SPEAKERS_CHECKPOINT)
+    data = TwoSpeakerDataModule(sample_rate=8000, root=str(SHARED_DATA), segment_seconds=3.0, val_examples=8,
+                                test_examples=8, train_examples=1, num_workers=0)
+    data.setup()
+    batch = [data.datasets["test"][i] for i in range(8)]
+    mixture = torch.stack([b["mixture"] for b in batch])
+    sources = torch.stack([b["sources"] for b in batch])
+    with torch.no_grad():
+        best, _ = pit_si_sdr(model.separate(mixture).double(), sources.double())
+    reference = si_sdr(mixture[:, None].expand_as(sources).double(), sources.double()).mean(-1)
+    assert (best - reference).mean() > 2.0, (best - reference)

@@ -34,7 +34,7 @@ EPS = 1e-8  # as in sepgan.audio.rms, so chunked and whole-file scaling agree
 # The default kept part of each window. Long chunks waste less work on context: the shipped model
 # carries about 5 s of it on each side, so 4 s chunks spent 70 % of their time on context, 16 s chunks
 # 40 % and 30 s chunks 27 %; on a 60 s file (1 thread) 30 s instead of 16 s took ONNX Runtime from a
-# real-time factor of 0.024 to 0.020 with about the same peak memory (README "The shipped model").
+# real-time factor of 0.024 to 0.020 (README "The shipped model", Speed).
 CHUNK_SECONDS = 30.0
 
 
