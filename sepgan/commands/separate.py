@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "JSON (a model with a noise classifier; torch backend)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--speakers", type=int, default=1, help="separate N voices into NAME_speaker1.EXT ... "
-                                                           "(a speaker model: +experiment=two_speakers)")
+                                                           "(2: the shipped two-speaker model, or --checkpoint "
+                                                           "of experiment=two_speakers)")
     return p
 
 
