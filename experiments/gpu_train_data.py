@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
+from sepgan.audio import load_audio
 from sepgan.data import SeparationDataModule
 
 
@@ -61,12 +61,10 @@ def main() -> None:
     for label in noise.labels:
         members = [noise.recordings[i] for i in noise.by_label[label]]
         for r in round_robin_by_group(members, args.noise_per_class):
-            x, sr = sf.read(r.path, dtype="float32", always_2d=True)
-            x = x.mean(1)
-            x = soxr.resample(x, sr, 16000) if sr != 16000 else x
+            x, _ = load_audio(r.path, 16000, mono=True)
             target = out / "noise" / label / (Path(r.path).stem + ".flac")
             target.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(target, np.clip(x, -1, 1), 16000, subtype="PCM_16")
+            sf.write(target, np.clip(x[0], -1, 1), 16000, subtype="PCM_16")
             clips += 1
     print(f"{out}: {speakers} of {len(speech.recordings)} training speakers ({used / 2**20:.1f} MiB), "
           f"{clips} noise clips of the training split in {len(noise.labels)} classes")

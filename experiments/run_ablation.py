@@ -15,7 +15,7 @@ change helps the model we have. Each variant and the starting point are scored o
 test mixtures (other speakers, other noise recordings), and each architecture's real-time factor is
 measured on one thread, in the same process, so the timings are comparable:
 - `sepgan separate`'s path as it was when this ran: the checkpoint through `ChunkedSeparator` (4 s chunks,
-  exact context; `sepgan separate` now defaults to 16 s)
+  exact context; `sepgan separate` now defaults to 30 s)
   on 60 s of audio, with PyTorch and, per architecture, with onnxruntime after `export_onnx`;
 - the same 60 s in one piece (no chunk context), to show what the context costs.
 Figures go to `experiments/ablation/<name>.json`; every number in the report comes from those files.
