@@ -178,3 +178,56 @@ def test_saved_separator_carries_its_receptive_field_so_loading_needs_no_probe(t
     save_separator(model, tmp_path / "m.ckpt")
     monkeypatch.setattr(backends, "receptive_field", lambda *a, **k: pytest.fail("probed again"))
     assert backends.load_backend(tmp_path / "m.ckpt").receptive_field == receptive_field(model)
+
+
+def test_deep_filter_takes_each_tap_from_its_own_frame():
+    """A 3-frame mask whose only non-zero tap is the next frame's returns the mixture one frame later."""
+    from sepgan.models.separator import apply_output
+
+    mixture = torch.randn(1, 2, 5, 7)
+    out = torch.zeros(1, 6, 5, 7)
+    out[:, 4] = 20.0  # real part of the tap at offset +1: tanh(20) = 1 with no rotation
+    estimate = apply_output(out, mixture)
+    torch.testing.assert_close(estimate[..., :-1], mixture[..., 1:])
+    assert torch.all(estimate[..., -1] == 0)  # nothing after the last frame
+    out[:, 0], out[:, 4] = 20.0, 0.0  # the tap at offset -1
+    estimate = apply_output(out, mixture)
+    torch.testing.assert_close(estimate[..., 1:], mixture[..., :-1])
+    assert torch.all(estimate[..., 0] == 0)
+
+
+def test_deep_filter_model_starts_as_a_pass_through_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = Separator(FrontEnd(8000, 256, 128), unet=dict(n_blocks=3, channels=4), mask_frames=3).eval()
+    assert model.net.last.out_channels == 6
+    x = torch.randn(8000) * 0.1
+    assert torch.corrcoef(torch.stack([x, model.separate(x)]))[0, 1] > 0.99
+    save_separator(model, tmp_path / "df.ckpt")
+    loaded = load_separator(str(tmp_path / "df.ckpt"))
+    assert loaded.mask_frames == 3
+    torch.testing.assert_close(loaded.separate(x), model.separate(x))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mask_frames=2), "odd number"),
+    (dict(mask_frames=0), "odd number"),
+    (dict(mask_frames=3, output="direct"), "output=direct"),
+])
+def test_bad_deep_filter_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Separator(FrontEnd(), **kwargs)
+    with pytest.raises(ValueError, match="representation=magnitude"):
+        Separator(FrontEnd(representation="magnitude"), mask_frames=3)
+
+
+def test_a_one_frame_model_starts_a_deep_filter_as_itself(tmp_path):
+    from sepgan.models import transfer_weights
+    from tests.conftest import save_checkpoint, tiny_separator
+
+    one_frame = tiny_separator()
+    source = save_checkpoint(one_frame, tmp_path / "one.ckpt")
+    deep = tiny_separator("model.mask_frames=3", seed=5)
+    transfer_weights(deep, source)
+    x = torch.randn(8000) * 0.1
+    torch.testing.assert_close(deep.separate(x), one_frame.separate(x))
+    assert deep.net.last.weight[:2].abs().sum() == 0  # the earlier frame's tap starts empty

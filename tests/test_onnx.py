@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import soundfile as sf
+import torch
 from onnx import TensorProto, helper
 
 from sepgan.inference.backends import OnnxBackend, TorchBackend, load_backend, receptive_field
@@ -115,3 +116,14 @@ def test_dilated_preset_exports_and_matches_pytorch(tmp_path):
     assert check_onnx(model, path) <= TOLERANCE
     backend = OnnxBackend(path)
     assert backend.receptive_field == receptive_field(model) > 15 * model.net.factor  # the dilations' reach
+
+
+def test_deep_filter_exports_and_separates_in_exact_chunks(tmp_path):
+    model = tiny_separator("model.mask_frames=3", seed=2)
+    path = export_onnx(model, tmp_path / "df.onnx")
+    assert check_onnx(model, path) <= TOLERANCE
+    signal = noisy_speech(3.0, model.frontend.sample_rate)
+    whole = model.separate(torch.from_numpy(signal)).numpy()
+    for backend in (TorchBackend(model), OnnxBackend(path)):
+        chunked = ChunkedSeparator(backend, chunk_seconds=0.5).separate(signal)
+        np.testing.assert_allclose(chunked, whole, atol=2e-5)

@@ -66,7 +66,8 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
     """Copy into `module` every tensor of a checkpoint's `name` network that matches by name and shape.
 
     Unlike `load_separator`, the module keeps its own configuration: a model with another STFT hop,
-    an added bottleneck block or a new head starts from trained weights wherever they fit. Returns
+    an added bottleneck block or a new head starts from trained weights wherever they fit; a one-frame
+    mask's output layer goes to the centre tap of a deep filter (`mask_frames` > 1). Returns
     (names copied, names of the module left as initialised); a tensor whose shape differs is an error,
     so a different network is never half-loaded by accident.
     """
@@ -76,6 +77,7 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
     if not source:
         raise ValueError(f"'{path}' holds no {name} weights")
     target = module.state_dict()
+    source.update(_centre_taps(source, target))
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in source.items()
                   if k in target and v.shape != target[k].shape]
     if mismatched:
@@ -85,6 +87,24 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
         raise ValueError(f"'{path}': none of its {name} weights fit this model")
     module.load_state_dict({k: source[k] for k in copied}, strict=False)
     return copied, [k for k in target if k not in source]
+
+
+def _centre_taps(source: dict, target: dict) -> dict:
+    """A one-frame mask head (`net.last`) widened to a deep filter's: the centre tap, zeros elsewhere.
+
+    So a model with `mask_frames` > 1 starts as exactly the one-frame model it is initialised from.
+    """
+    widened = {}
+    for key in ("net.last.weight", "net.last.bias"):
+        if key not in source or key not in target:
+            continue
+        have, want = source[key], target[key]
+        taps, rest = divmod(want.shape[0], have.shape[0])
+        if taps > 1 and taps % 2 and not rest and have.shape[1:] == want.shape[1:]:
+            head = torch.zeros_like(want)
+            head[have.shape[0] * (taps // 2):have.shape[0] * (taps // 2 + 1)] = have
+            widened[key] = head
+    return widened
 
 
 def load_discriminator(path: str | Path, map_location: str | torch.device = "cpu") -> Discriminator:

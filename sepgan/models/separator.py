@@ -3,7 +3,10 @@
 Model A predicts the speech; Model B predicts the noise and the speech is the mixture minus it
 (in feature space). The U-Net's output is used directly (the study's "direct mapping") or as a
 bounded mask on the mixture: a sigmoid for magnitudes, a complex mask whose magnitude is squashed
-by tanh for complex features.
+by tanh for complex features. A complex mask may span neighbouring frames (`mask_frames` > 1): each
+output bin is then a filter over the mixture's bins at the same frequency in those frames, the
+"deep filter" of Mack & Habets (2019) and DeepFilterNet, which can keep the harmonics of speech
+that a one-frame mask smears when noise sits between them.
 
 The mixture is divided by its RMS before the network and the estimate multiplied back, so the
 model does not care how loud a recording is. Features in `Separation` are in that normalised
@@ -37,25 +40,35 @@ class Separation:
 
 class Separator(nn.Module):
     def __init__(self, frontend: FrontEnd | dict, unet: dict | None = None, target: str = "speech",
-                 output: str = "mask", noise_classifier: dict | None = None):
+                 output: str = "mask", noise_classifier: dict | None = None, mask_frames: int = 1):
         super().__init__()
         if target not in ("speech", "noise"):
             raise ValueError(f"model.target must be 'speech' or 'noise', got '{target}'")
         if output not in ("direct", "mask"):
             raise ValueError(f"model.output must be 'direct' or 'mask', got '{output}'")
         self.frontend = frontend if isinstance(frontend, FrontEnd) else FrontEnd(**frontend)
+        if mask_frames < 1 or mask_frames % 2 == 0:
+            raise ValueError(f"model.mask_frames must be an odd number >= 1 (centred on the frame), got {mask_frames}")
+        if mask_frames > 1 and (output != "mask" or self.frontend.representation != "complex"):
+            raise ValueError("model.mask_frames > 1 needs model.output=mask and complex features "
+                             f"(frontend.representation=complex), got output={output}, "
+                             f"representation={self.frontend.representation}")
         unet = dict(unet or {})
-        self.net = UNet(self.frontend.channels, self.frontend.channels, self.frontend.n_freq, **unet)
+        self.net = UNet(self.frontend.channels, self.frontend.channels * mask_frames, self.frontend.n_freq, **unet)
         self.target = target
         self.output = output
+        self.mask_frames = mask_frames
         if output == "mask":
-            # Start near a pass-through mask (sigmoid(3) = 0.95, tanh(3) = 0.995 with no rotation), so
-            # an untrained model returns about the mixture instead of a random-phase mess.
+            # Start near a pass-through mask (sigmoid(3) = 0.95, tanh(3) = 0.995 with no rotation) on the
+            # centre frame and nothing from its neighbours, so an untrained model returns about the mixture
+            # instead of a random-phase mess.
             nn.init.zeros_(self.net.last.bias)
             with torch.no_grad():
-                self.net.last.bias[0] = 3.0 if target == "speech" else -3.0
+                self.net.last.bias[self.frontend.channels * (mask_frames // 2)] = 3.0 if target == "speech" else -3.0
         # Everything needed to rebuild this module, stored in checkpoints.
         self.config = dict(frontend=asdict(self.frontend), unet=unet, target=target, output=output)
+        if mask_frames > 1:  # only when used, so checkpoints of one-frame models load into older versions too
+            self.config["mask_frames"] = mask_frames
         self.noise_classifier: NoiseClassifier | None = None
         self.detach_classifier = True
         if noise_classifier and noise_classifier.get("classes"):
@@ -141,13 +154,33 @@ def apply_output(out: torch.Tensor, mixture_features: torch.Tensor, output: str 
     (`sepgan.numerics.tanh_ratio`): the root of m² = 0 is never taken, so the gradient is finite
     where the network outputs exact zeros (computing m = sqrt(re² + im²) first trained to NaN
     under bf16, where such zeros are common).
+
+    The output may hold one such mask per frame of a window centred on each frame, (re, im) for
+    the earliest frame first: the estimate is then the sum of each mask times the mixture shifted
+    by that frame's offset (zero beyond the ends), a deep filter.
     """
     if output == "direct":
         return out
     if representation == "magnitude":
         return torch.sigmoid(out) * mixture_features
-    mask_re, mask_im = out[:, 0], out[:, 1]
-    squash = tanh_ratio(mask_re * mask_re + mask_im * mask_im)
-    mask_re, mask_im = mask_re * squash, mask_im * squash
+    frames = out.shape[1] // 2
     mix_re, mix_im = mixture_features[:, 0], mixture_features[:, 1]
-    return torch.stack((mask_re * mix_re - mask_im * mix_im, mask_re * mix_im + mask_im * mix_re), dim=1)
+    estimate_re = estimate_im = 0
+    for k in range(frames):
+        mask_re, mask_im = out[:, 2 * k], out[:, 2 * k + 1]
+        squash = tanh_ratio(mask_re * mask_re + mask_im * mask_im)
+        mask_re, mask_im = mask_re * squash, mask_im * squash
+        shifted_re, shifted_im = _shift_frames(mix_re, k - frames // 2), _shift_frames(mix_im, k - frames // 2)
+        estimate_re = estimate_re + mask_re * shifted_re - mask_im * shifted_im
+        estimate_im = estimate_im + mask_re * shifted_im + mask_im * shifted_re
+    return torch.stack((estimate_re, estimate_im), dim=1)
+
+
+def _shift_frames(x: torch.Tensor, offset: int) -> torch.Tensor:
+    """x (..., frames) at frame t + offset for every t, zero past either end."""
+    if offset == 0:
+        return x
+    frames = x.shape[-1]
+    if offset > 0:
+        return torch.nn.functional.pad(x[..., offset:], (0, min(offset, frames)))
+    return torch.nn.functional.pad(x[..., :max(frames + offset, 0)], (min(-offset, frames), 0))
