@@ -20,6 +20,7 @@ PRECISION=${PRECISION:-32-true}
 EXPERIMENT=${EXPERIMENT:-pretrained}
 TEST_FRACTION=${TEST_FRACTION:-0.01}   # of the subset's speakers: its test split is never used (pretrained_speakers needs 0.02: 2 speakers)
 INIT=${INIT:-sepgan/pretrained/sepgan-16k.ckpt}
+EXTRA=${EXTRA:-}                       # more overrides, space-separated (e.g. EXTRA="model.mask_frames=3")
 mkdir -p "$OUT"
 if [ "$DEVICE" = cuda ]; then
     trainer=gpu
@@ -31,11 +32,12 @@ fi
 dir=${RUN_DIR:-.gpu/train}
 rm -rf "$dir"
 start=$(date +%s)
+# shellcheck disable=SC2086  # EXTRA is split into overrides on purpose
 "$PYTHON" -m sepgan.train experiment="$EXPERIMENT" trainer=$trainer trainer.precision="$PRECISION" \
     data.root=.gpu/data data.batch_size="$BATCH" data.num_workers="$WORKERS" \
     data.train_examples=$((BATCH * 500)) trainer.max_steps="$STEPS" +trainer.max_time="$MAX_TIME" \
     data.test_fraction="$TEST_FRACTION" init_weights="$INIT" trainer.enable_progress_bar=false callbacks.validation_examples.count=0 \
-    hydra.run.dir="$dir" > "$OUT/train.log" 2>&1
+    hydra.run.dir="$dir" $EXTRA > "$OUT/train.log" 2>&1
 code=$?
 echo "train: exit $code after $(( $(date +%s) - start )) s" | tee -a "$OUT/train.log"
 grep -i "val/si_sdri\|best\|non-finite\|error" "$OUT/train.log" | tail -n 20
