@@ -32,12 +32,12 @@ fi
 dir=${RUN_DIR:-.gpu/train}
 rm -rf "$dir"
 start=$(date +%s)
-# shellcheck disable=SC2086  # EXTRA is split into overrides on purpose
+read -ra extra <<< "$EXTRA"             # split into overrides, never matched against files
 "$PYTHON" -m sepgan.train experiment="$EXPERIMENT" trainer=$trainer trainer.precision="$PRECISION" \
     data.root=.gpu/data data.batch_size="$BATCH" data.num_workers="$WORKERS" \
     data.train_examples=$((BATCH * 500)) trainer.max_steps="$STEPS" +trainer.max_time="$MAX_TIME" \
     data.test_fraction="$TEST_FRACTION" init_weights="$INIT" trainer.enable_progress_bar=false callbacks.validation_examples.count=0 \
-    hydra.run.dir="$dir" $EXTRA > "$OUT/train.log" 2>&1
+    hydra.run.dir="$dir" "${extra[@]}" > "$OUT/train.log" 2>&1
 code=$?
 echo "train: exit $code after $(( $(date +%s) - start )) s" | tee -a "$OUT/train.log"
 grep -i "val/si_sdri\|best\|non-finite\|error" "$OUT/train.log" | tail -n 20

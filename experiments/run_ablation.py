@@ -26,7 +26,8 @@ Each is scored on the same two sets as the shipped model in the README: the held
 pair (a voice, noise and recording conditions never seen in training). The shipped model is scored
 on both as the reference. Real-time factors are measured per architecture on one thread on 60 s of
 audio, through `sepgan separate`'s chunked path with PyTorch and with onnxruntime. Every figure goes
-to `experiments/ablation/<name>.json` and every number in the report comes from those files.
+to `experiments/ablation/<name>.json`; the report's figures come from those files, its settings
+(batch, sets, chunking) from the recipe as described here.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def write_report() -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="train and score just these variants")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps of every variant (default 1000)")
+    parser.add_argument("--steps", type=int, default=1200, help="training steps of every variant (default 1200)")
     parser.add_argument("--shipped", action="store_true", help="score the shipped model on the same sets")
     parser.add_argument("--speed-only", action="store_true", help="only time the stored variants' architectures")
     parser.add_argument("--report", action="store_true", help="only write the report from stored results")

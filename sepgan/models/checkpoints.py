@@ -77,7 +77,7 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
     if not source:
         raise ValueError(f"'{path}' holds no {name} weights")
     target = module.state_dict()
-    source.update(_centre_taps(source, target))
+    source.update(_centre_taps(source, target, getattr(module, "mask_frames", 1)))
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in source.items()
                   if k in target and v.shape != target[k].shape]
     if mismatched:
@@ -89,18 +89,18 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
     return copied, [k for k in target if k not in source]
 
 
-def _centre_taps(source: dict, target: dict) -> dict:
+def _centre_taps(source: dict, target: dict, taps: int) -> dict:
     """A one-frame mask head (`net.last`) widened to a deep filter's: the centre tap, zeros elsewhere.
 
-    So a model with `mask_frames` > 1 starts as exactly the one-frame model it is initialised from.
+    So a model with `mask_frames` = `taps` > 1 starts as exactly the one-frame model it is initialised
+    from; any other model (e.g. one mask per voice) is left to the shape check.
     """
     widened = {}
     for key in ("net.last.weight", "net.last.bias"):
-        if key not in source or key not in target:
+        if taps == 1 or key not in source or key not in target:
             continue
         have, want = source[key], target[key]
-        taps, rest = divmod(want.shape[0], have.shape[0])
-        if taps > 1 and taps % 2 and not rest and have.shape[1:] == want.shape[1:]:
+        if want.shape[0] == have.shape[0] * taps and have.shape[1:] == want.shape[1:]:
             head = torch.zeros_like(want)
             head[have.shape[0] * (taps // 2):have.shape[0] * (taps // 2 + 1)] = have
             widened[key] = head
