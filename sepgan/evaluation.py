@@ -31,6 +31,7 @@ from tqdm import tqdm
 from sepgan.audio import (AUDIO_EXTENSIONS, AudioError, FrontEnd, audio_info, find_audio_files, load_audio,
                           read_blocks)
 from sepgan.baselines import oracle_mask, spectral_gating
+from sepgan.inference.chunked import check_dry, with_dry
 from sepgan.metrics import METRICS, MetricWarning, pesq_mode, si_sdr_db, speech_scores
 
 LABELS = {
@@ -216,19 +217,19 @@ def model_speech(separator, mixture: np.ndarray) -> np.ndarray:
     return np.asarray(separator.separate(mixture))
 
 
-def _estimate(method: str, example: Example, separator, frontend: FrontEnd) -> np.ndarray:
+def _estimate(method: str, example: Example, separator, frontend: FrontEnd, dry: float = 0.0) -> np.ndarray:
     if method == "noisy":
         return example.mixture
     if method == "spectral_gating":
         return spectral_gating(example.mixture, example.sample_rate)
     if method == "model":
-        return model_speech(separator, example.mixture)
+        return with_dry(model_speech(separator, example.mixture), example.mixture, dry)
     return oracle_mask(example.mixture, example.speech, frontend, kind=method.removeprefix("oracle_"))
 
 
 def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str] = METHODS,
              metrics: Iterable[str] = METRICS, frontend: FrontEnd | None = None, progress: bool = True,
-             info: dict | None = None, device: str | torch.device | None = None) -> "Report":
+             info: dict | None = None, device: str | torch.device | None = None, dry: float = 0.0) -> "Report":
     """Run each method on each example and score it against the clean speech.
 
     `separator` (a `sepgan.models.Separator`, or a `sepgan.inference.chunked.ChunkedSeparator` for
@@ -238,8 +239,10 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
     listed in the report; measures undefined for one signal are NaN, with the reason in the notes.
     `device` (e.g. "cuda") moves the separator there first; by default it runs where its weights
     are. Only the model runs there: metrics, baselines and oracle masks work on the CPU.
+    `dry` (0 to 1) mixes that share of the input into the model's speech, as `sepgan separate
+    --dry` does, so the trade it makes can be measured.
     """
-    methods, metrics = tuple(methods), tuple(metrics)
+    methods, metrics, dry = tuple(methods), tuple(metrics), check_dry(dry)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise EvaluationError(f"unknown method(s) {unknown}; known: {list(METHODS)}")
@@ -250,7 +253,7 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
     frontend = separator.frontend if separator is not None else frontend
     if frontend is None and any(m.startswith("oracle_") for m in methods):
         raise EvaluationError("oracle masks need a front-end: pass a separator or a FrontEnd")
-    report = Report(methods=methods, metrics=metrics, info=dict(info or {}))
+    report = Report(methods=methods, metrics=metrics, info={**(info or {}), **({"dry": dry} if dry else {})})
     total = len(examples) if hasattr(examples, "__len__") else None
     for example in tqdm(examples, total=total, desc="evaluating", unit="file", disable=not progress):
         if frontend is not None and example.sample_rate != frontend.sample_rate:
@@ -267,7 +270,7 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
         input_si_sdr = si_sdr_db(example.mixture, example.speech)
         for method in methods:
             start = time.perf_counter()
-            estimate = _estimate(method, example, separator, frontend)
+            estimate = _estimate(method, example, separator, frontend, dry)
             report.processing_seconds[method] += time.perf_counter() - start
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MetricWarning)
@@ -371,8 +374,12 @@ class Report:
             "notes": self.notes,
         }
 
+    def _label(self, method: str) -> str:
+        dry = self.info.get("dry", 0)
+        return f"{LABELS[method]} (dry {dry:g})" if method == "model" and dry else LABELS[method]
+
     def _table(self, means: dict, lead: list[str] = ()) -> list[str]:
-        return [f"| {' | '.join([*lead, LABELS[method]])} | "
+        return [f"| {' | '.join([*lead, self._label(method)])} | "
                 + " | ".join(_format(metric, means[method][metric]["mean"]) for metric in self.metrics) + " |"
                 for method in self.methods]
 

@@ -92,6 +92,21 @@ def test_existing_results_are_not_overwritten_unless_asked(folders, checkpoint, 
     assert json.loads((folders / "out" / "summary.json").read_text())["files"] == 2
 
 
+def test_dry_scores_the_model_with_that_share_of_the_input_mixed_in(folders, checkpoint, capsys):
+    full = run(folders, checkpoint, *FAST, "--methods", "noisy", "model", "--out", str(folders / "full"))
+    all_input = run(folders, checkpoint, *FAST, "--methods", "noisy", "model", "--dry", "1", "--out", str(folders / "dry"))
+    assert "| model (dry 1) |" in capsys.readouterr().out
+    assert all_input.summary()["dry"] == 1.0 and "dry" not in full.summary()
+    scores = {(r["file"], r["method"]): r["si_sdr"] for r in all_input.rows}
+    for name in ("a", "b"):  # dry 1 is the input, exactly; dry 0 is the model's own output
+        assert scores[name, "model"] == pytest.approx(scores[name, "noisy"], abs=1e-4)
+    assert {r["file"]: r["si_sdr"] for r in full.rows if r["method"] == "model"} != \
+        {r["file"]: r["si_sdr"] for r in all_input.rows if r["method"] == "model"}
+    assert run(folders, checkpoint, *FAST, "--dry", "1.5") == 1
+    assert "dry must be between 0 (fully cleaned) and 1" in capsys.readouterr().err
+    assert not (folders / "out").exists()  # refused before anything was written
+
+
 def test_mismatched_folder_contents_are_named(folders, checkpoint, capsys):
     write_pair(folders / "extra", "c")
     (folders / "extra" / "noisy" / "c.wav").rename(folders / "noisy" / "c.wav")

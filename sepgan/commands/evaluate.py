@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS, metavar="METRIC",
                         help=f"which measures, of {' '.join(METRICS)} (default: all; sdr/sir/sar and pesq are "
                              f"the slow ones)")
+    parser.add_argument("--dry", type=float, default=0.0,
+                        help="share of the input mixed into the model's speech, as `sepgan separate --dry` "
+                             "(0 to 1; default: 0)")
     parser.add_argument("--out", type=Path, help="output folder (default: evaluations/<checkpoint>-<time>)")
     parser.add_argument("--overwrite", action="store_true", help="replace result files already in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> Report:
         source = {"noisy_dir": str(args.noisy_dir), "clean_dir": str(args.clean_dir)}
     info = {"checkpoint": str(checkpoint) if checkpoint else None, **source}
     report = evaluate(examples, separator if "model" in args.methods else None, args.methods, args.metrics,
-                      frontend=frontend, progress=not args.no_progress, info=info)
+                      frontend=frontend, progress=not args.no_progress, info=info, dry=args.dry)
     paths = report.write(out, overwrite=args.overwrite)
     _print_notes(report)
     print(report.markdown())
