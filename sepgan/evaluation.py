@@ -253,7 +253,8 @@ def evaluate(examples: Iterable[Example], separator=None, methods: Iterable[str]
     frontend = separator.frontend if separator is not None else frontend
     if frontend is None and any(m.startswith("oracle_") for m in methods):
         raise EvaluationError("oracle masks need a front-end: pass a separator or a FrontEnd")
-    report = Report(methods=methods, metrics=metrics, info={**(info or {}), **({"dry": dry} if dry else {})})
+    report = Report(methods=methods, metrics=metrics,
+                    info={**(info or {}), **({"dry": dry} if dry and "model" in methods else {})})
     total = len(examples) if hasattr(examples, "__len__") else None
     for example in tqdm(examples, total=total, desc="evaluating", unit="file", disable=not progress):
         if frontend is not None and example.sample_rate != frontend.sample_rate:
