@@ -24,7 +24,7 @@ SMALL = dict(sample_rate=SR, segment_seconds=0.5, batch_size=2, num_workers=0, t
              synthetic_seconds=1.0)
 # Everything off: each test turns on what it checks.
 QUIET = {"sources": {"recorded": 1.0}, "second_source": 0.0, "eq": {"speech": 0.0, "noise": 0.0},
-         "band_limit": {"speech": 0.0, "noise": 0.0}, "reverb": {"prob": 0.0}}
+         "band_limit": {"speech": 0.0, "noise": 0.0}, "reverb": {"prob": 0.0}, "resampled": {"prob": 0.0}}
 
 
 def datamodule(**augment) -> SeparationDataModule:
@@ -88,6 +88,17 @@ def test_band_limited_speech_has_no_energy_above_the_cutoff():
         speech, noise = example["speech"].numpy(), example["noise"].numpy()
         assert band_power_db(speech, 2400, 8000) < band_power_db(speech, 0, 2000) - 50
         assert band_power_db(noise, 2400, 8000) > band_power_db(noise, 0, 2000)  # white: most of it up there
+
+
+def test_a_resampled_recording_loses_everything_above_its_edge_speech_and_noise_alike():
+    dm = datamodule(sources={"coloured": 1.0}, coloured_exponent=[0.0, 0.0], resampled={"prob": 1.0, "cutoff": [0.5, 0.5]})
+    for example in examples(dm, 6):
+        assert_sums(example)
+        for x in (example["speech"].numpy(), example["noise"].numpy()):
+            assert band_power_db(x, 4400, 8000) < band_power_db(x, 0, 4000) - 45
+    untouched = datamodule(sources={"coloured": 1.0}, coloured_exponent=[0.0, 0.0])
+    noise = examples(untouched, 1)[0]["noise"].numpy()
+    assert band_power_db(noise, 4400, 8000) > band_power_db(noise, 0, 4000) - 3  # white without it
 
 
 def test_equalised_noise_is_not_white_any_more():
@@ -210,6 +221,8 @@ def test_bad_settings_are_named():
         AugmentConfig.from_dict({"reverb": {"prob": 1.5}})
     with pytest.raises(ValueError, match="data.augment.sources"):
         AugmentConfig.from_dict({"sources": {"wind": 1.0}})
+    with pytest.raises(ValueError, match=r"data.augment.resampled.cutoff: fractions of the Nyquist"):
+        AugmentConfig.from_dict({"resampled": {"cutoff": [0.9, 1.0]}})
     with pytest.raises(ValueError, match="'early' or 'dry'"):
         AugmentConfig.from_dict({"reverb": {"target": "late"}})
 
