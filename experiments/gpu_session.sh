@@ -2,8 +2,9 @@
 # Everything one lent GPU session runs, at once (one device call, about 7 minutes; small models leave an
 # H100/H200 mostly idle, so the jobs share it):
 #   - experiments/gpu_train.sh: fine-tune the shipped speech model (fp32, batch 32, up to MAX_TIME; EXTRA="..."
-#     adds overrides to this job only, e.g. EXTRA="data.augment.snr_db=[-5,15]", the range version 4 was
-#     fine-tuned at on the CPU, +0.16 dB on the test split over -5...20: experiments/ABLATION.md);
+#     adds overrides to this job only, e.g. EXTRA="data.augment.snr_db=[-5,15]", the range versions 4 and 5
+#     were fine-tuned at on the CPU, +0.16 dB on the test split over -5...20: experiments/ABLATION.md; the
+#     resampled-recording augmentation that version 5 added is on by default);
 #   - the same for the shipped two-speaker model (experiment=pretrained_speakers), beside it;
 #   - experiments/gpu_check.sh: the GAN pipeline in fp32, bf16 and fp16, `separate`/`evaluate` on cuda.
 # Here first:  ../shared/gpu/bundle.sh && .venv/bin/python experiments/gpu_train_data.py
