@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from sepgan.audio import FrontEnd
-
 from sepgan.evaluation import FolderPairs, model_speech
 from sepgan.inference.backends import load_backend
 from sepgan.inference.chunked import ChunkedSeparator
