@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Everything one lent GPU session runs, at once (one device call, about 7 minutes; small models leave an
+# Everything one lent GPU session runs, at once (one device call, about 8 minutes; small models leave an
 # H100/H200 mostly idle, so the jobs share it):
 #   - experiments/gpu_train.sh: fine-tune the shipped speech model (fp32, batch 32, up to MAX_TIME; EXTRA="..."
 #     adds overrides to this job only, e.g. EXTRA="data.augment.snr_db=[-5,15]", the range versions 4 and 5
 #     were fine-tuned at on the CPU, +0.16 dB on the test split over -5...20: experiments/ABLATION.md; the
 #     resampled-recording augmentation that version 5 added is on by default);
-#   - the same for the shipped two-speaker model (experiment=pretrained_speakers), beside it;
-#   - experiments/gpu_check.sh: the GAN pipeline in fp32, bf16 and fp16, `separate`/`evaluate` on cuda.
+#   - with SPEAKERS=1, the same for the shipped two-speaker model (experiment=pretrained_speakers), beside it;
+#   - experiments/gpu_check.sh: the GAN pipeline in fp32, bf16 and fp16 for each seed in SEEDS,
+#     `separate`/`evaluate` on cuda.
 # Here first:  ../shared/gpu/bundle.sh && .venv/bin/python experiments/gpu_train_data.py
 # There (the `run` tool, carry [".gpu"], timeout_s 540):  bash experiments/gpu_session.sh
-# Back in $OUT: each fine-tuned model's best checkpoint, gpu_check's bf16 generator, logs.tgz (every log,
-# summary and metrics.csv).
+# Back in $OUT: each fine-tuned model's best and last checkpoints, gpu_check's bf16 generator, logs.tgz
+# (every log, summary and metrics.csv).
 # Score the checkpoints here, on the CPU (README "The shipped model", "Two speakers").
 #
 # A follow-up call on the still-warm machine (e.g. to finish a run that MAX_TIME cut short) keeps what
@@ -22,25 +23,34 @@
 #
 # The session of 2026-11-26 (H200) ran the speech fine-tuning, the GPU checks and, in place of the
 # two-speaker job, the shipped recipe from scratch for 600 steps in fp32 and in bf16 (README "Mixed precision").
+# The session of 2026-11-27 (H200) ran this script as it stands, with
+# EXTRA="data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4" (424 s), then on the warm machine the recipe
+# from scratch in the three precisions (README "Mixed precision"; 15 min of device time in all).
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
-MAX_TIME=${MAX_TIME:-00:00:05:40}
+MAX_TIME=${MAX_TIME:-00:00:07:00}
+SEEDS=${SEEDS:-1234 1 2 3}            # gpu_check.sh: one round of fp32/bf16/fp16 per seed, about 75 s each
 mkdir -p "$OUT"
 # shellcheck disable=SC1091
 source .gpu/setup.sh || exit 1
-OUT=.gpu/out_speech RUN_DIR=.gpu/train WORKERS=8 MAX_TIME=$MAX_TIME \
+OUT=.gpu/out_speech RUN_DIR=.gpu/train WORKERS=${WORKERS:-10} MAX_TIME=$MAX_TIME STEPS=${STEPS:-3500} \
     bash experiments/gpu_train.sh > .gpu/speech.txt 2>&1 &
-EXTRA= OUT=.gpu/out_speakers RUN_DIR=.gpu/train_speakers WORKERS=4 MAX_TIME=$MAX_TIME EXPERIMENT=pretrained_speakers \
-    TEST_FRACTION=0.02 INIT=sepgan/pretrained/sepgan-2speakers-8k.ckpt STEPS=5000 \
-    bash experiments/gpu_train.sh > .gpu/speakers.txt 2>&1 &
-OUT=.gpu/check bash experiments/gpu_check.sh > .gpu/check.txt 2>&1
+trained=(speech)
+if [ -n "${SPEAKERS:-}" ]; then      # SPEAKERS=1: the two-speaker model too (it competes for the CPU cores)
+    EXTRA= OUT=.gpu/out_speakers RUN_DIR=.gpu/train_speakers WORKERS=4 MAX_TIME=$MAX_TIME EXPERIMENT=pretrained_speakers \
+        TEST_FRACTION=0.02 INIT=sepgan/pretrained/sepgan-2speakers-8k.ckpt STEPS=5000 \
+        bash experiments/gpu_train.sh > .gpu/speakers.txt 2>&1 &
+    trained+=(speakers)
+fi
+OUT=.gpu/check SEEDS=$SEEDS RUN_TIMEOUT=150 bash experiments/gpu_check.sh > .gpu/check.txt 2>&1
 wait
 cat .gpu/check/summary.txt
-for job in speech speakers; do
+for job in "${trained[@]}"; do
     echo "== fine-tuning, $job:"; cat ".gpu/$job.txt"
     best=$(ls .gpu/out_"$job"/best-*.ckpt 2>/dev/null | head -1)
     [ -n "$best" ] && cp "$best" "$OUT/${job}_$(basename "$best")"
+    [ -f .gpu/out_"$job"/last.ckpt ] && cp .gpu/out_"$job"/last.ckpt "$OUT/${job}_last.ckpt"
 done
 cp .gpu/check/bf16_generator.ckpt "$OUT/" 2>/dev/null
-tar czf "$OUT/logs.tgz" --exclude='*.ckpt' .gpu/check .gpu/out_speech .gpu/out_speakers .gpu/*.txt
+tar czf "$OUT/logs.tgz" --exclude='*.ckpt' .gpu/check .gpu/out_* .gpu/*.txt
 ls -la "$OUT"
