@@ -20,8 +20,9 @@
 #    `--device cpu`; then with --batch-size 4, and with the bf16-trained checkpoint of step 1.
 # 3. `sepgan.evaluation.evaluate(..., device="cuda")` (what `sepgan evaluate --device cuda` calls).
 #
-# What comes back in $OUT: summary.txt (the lines to read), each run's log tail and results.json,
-# the bf16 generator checkpoint (to score here, on CPU).
+# What comes back in $OUT: summary.txt (the lines to read, fp16's loss scales among them), each run's log
+# tail, results.json and per-stage metrics (<stage>.csv) in <precision>-<seed>/, the first seed's bf16
+# generator checkpoint (to score here, on CPU).
 #
 # A dry run without a GPU (checks the script itself):
 #   DEVICE=cpu TRAINER=cpu OMP_NUM_THREADS=1 GAN_ARGS="trainer.max_steps=4 gan.steps.discriminator=4 gan.steps.adversarial=4 gan.val_check_steps=2" \
@@ -82,13 +83,14 @@ for seed in $SEEDS; do
     done
 done
 # fp16: the loss scale each stage's last checkpoint holds (how many steps the scaler skipped)
-for run in .gpu/runs/16-mixed-*; do
-    [ -d "$run" ] || continue
-    for ckpt in "$run"/*/checkpoints/last.ckpt; do
+for seed in $SEEDS; do
+    for ckpt in .gpu/runs/16-mixed-"$seed"/*/checkpoints/last.ckpt; do
+        [ -f "$ckpt" ] || continue
         python3 -c "import sys, torch; s = torch.load(sys.argv[1], map_location='cpu', weights_only=False).get('MixedPrecision') or {}; print(sys.argv[1], 'loss scale', s.get('scale'))" "$ckpt"
     done
 done 2>&1 | grep -v Warning | tee -a "$summary"
-bf16_ckpt=$(ls .gpu/runs/bf16-mixed-"${SEEDS%% *}"/1_generator/checkpoints/best-*.ckpt 2>/dev/null | head -1)
+read -r first_seed _ <<< "$SEEDS"
+bf16_ckpt=$(ls .gpu/runs/bf16-mixed-"$first_seed"/1_generator/checkpoints/best-*.ckpt 2>/dev/null | head -1)
 [ -n "$bf16_ckpt" ] && cp "$bf16_ckpt" "$OUT/bf16_generator.ckpt"
 
 # ---- 2. sepgan separate --device cuda ------------------------------------------------------------------

@@ -74,9 +74,9 @@ def mixed_precision() -> str:
     Only the U-Net's body runs in 16 bits (`sepgan.numerics.full_precision` keeps spectra, masks and losses
     in float32), and a run that goes non-finite stops at once and says where. On an H200 the shipped recipe
     in bf16 ended +0.04 to +0.21 dB from float32 on the same steps (three runs), fp16 with loss scaling
-    -0.27 and +0.19; on the short GAN pipeline four seeds left fp16 0.37 dB behind on average, within
-    their 0.33 dB standard error but not shown to be equal (README, "Mixed precision"). So GPUs without
-    native bf16 get float32 rather than fp16 (`trainer.precision=16-mixed` still asks for it)."""
+    -0.27 and +0.19; on the short GAN pipeline four seeds left fp16 0.37 dB behind on average, about one
+    standard error (0.33 dB): not shown to differ, nor to be equal (README, "Mixed precision"). So GPUs
+    without native bf16 get float32 rather than fp16 (`trainer.precision=16-mixed` still asks for it)."""
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False):
         return "bf16-mixed"
     return "32-true"
