@@ -5,8 +5,9 @@ Two sources of examples:
   VoiceBank-DEMAND layout). The noise is taken as noisy − clean, which is exact for corpora made
   by adding noise to clean speech sample-aligned, as VoiceBank-DEMAND is.
 - `ConfigMixtures`: validation or test mixtures of the project's data config, the same ones a
-  training run with that config holds out (speaker- and noise-recording-disjoint from training);
-  their noise and SNR are known, so scores are also broken down by SNR.
+  training run with that config holds out (speaker- and noise-recording-disjoint from training),
+  or fixed mixtures of its training recordings; their noise and SNR are known, so scores are also
+  broken down by SNR.
 
 `evaluate` runs every method on every example and scores it (`sepgan.metrics`); the `Report` it
 returns summarises, renders a Markdown table and writes per-file CSV, summary JSON and the table.
@@ -152,8 +153,13 @@ class FolderPairs:
             yield Example(name, mixture, speech, mixture - speech, self.sample_rate, notes=notes)
 
 
+CONFIG_SPLITS = ("test", "val", "train")  # what ConfigMixtures (and `sepgan evaluate --split`) can score
+
+
 class ConfigMixtures:
-    """`count` fixed mixtures of a split (`val` or `test`) of the project's data config, with known noise and SNR.
+    """`count` fixed mixtures of a split of the project's data config, with known noise and SNR: `val` or
+    `test` (held out), or `train` (the training recordings, mixed as the held-out splits are; see
+    `SeparationDataModule.fixed_training_mixtures`).
 
     `data_overrides` are Hydra overrides of the `data` group, with or without the `data.` prefix
     (`root=../shared/data`, `noise_classes=[dog_bark]`); the same overrides as a training run give
@@ -168,29 +174,33 @@ class ConfigMixtures:
 
         from sepgan.training.config import compose_config
 
-        if split not in ("val", "test"):
-            raise EvaluationError(f"split must be 'val' or 'test' (training mixtures are random), got '{split}'")
+        if split not in CONFIG_SPLITS:
+            raise EvaluationError(f"split must be one of {', '.join(CONFIG_SPLITS)}, got '{split}'")
         if count < 1:
             raise EvaluationError(f"the number of examples must be at least 1, got {count}")
         overrides = [o if o.startswith("data.") else f"data.{o}" for o in data_overrides]
         try:
             data = data if data is not None else compose_config(overrides).data
             self.datamodule = instantiate(data, sample_rate=sample_rate, num_workers=0, _convert_="all",
-                                          **{f"{split}_examples": count})
+                                          **({} if split == "train" else {f"{split}_examples": count}))
         except (HydraException, ValueError) as err:  # a bad key, or a value the data module rejects
             raise EvaluationError(f"bad data-config override ({err}); --data takes overrides of the data "
                                   f"group such as root=../shared/data noise_classes=[dog_bark]") from None
         self.sample_rate, self.split, self.count = sample_rate, split, count
+        if split == "train" and not hasattr(self.datamodule, "fixed_training_mixtures"):
+            raise EvaluationError(f"this data config ({type(self.datamodule).__name__}) has no fixed training "
+                                  f"mixtures to score; use split 'val' or 'test'")
         self.datamodule.setup()
-        self.noise_labels = self.datamodule.datasets[split].noise_labels
+        self.dataset = (self.datamodule.fixed_training_mixtures(count) if split == "train"
+                        else self.datamodule.datasets[split])
+        self.noise_labels = self.dataset.noise_labels
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[Example]:
-        dataset = self.datamodule.datasets[self.split]
         for index in range(self.count):
-            item = dataset[index]
+            item = self.dataset[index]
             yield Example(f"{self.split}-{index:04d}", item["mixture"].numpy(), item["speech"].numpy(),
                           item["noise"].numpy(), self.sample_rate, snr_db=float(item["snr_db"]),
                           noise_class=self.noise_labels[int(item["noise_class"])])

@@ -187,13 +187,32 @@ def test_config_mixtures_give_a_per_snr_breakdown_without_a_model():
     np.testing.assert_array_equal(again.mixture, first.mixture)
 
 
+def test_the_train_split_gives_fixed_mixtures_of_the_training_recordings():
+    data = ["synthetic_speakers=6", "synthetic_utterances=1", "synthetic_noise_recordings=3",
+            "synthetic_seconds=1.5", "segment_seconds=1.0", "snr_db=[-5,10]"]
+    train = ConfigMixtures(data, SR, split="train", count=3)
+    corpora = train.datamodule.corpora
+    speakers = {name: {r.group for r in corpora[name][0].recordings} for name in ("train", "val", "test")}
+    assert speakers["train"].isdisjoint(speakers["val"] | speakers["test"])
+    assert train.dataset.speech is corpora["train"][0] and train.dataset.augmenter is None
+    first = list(train)
+    assert len(first) == 3 and all(e.name.startswith("train-") for e in first)
+    np.testing.assert_allclose(first[0].mixture, first[0].speech + first[0].noise, atol=1e-6)
+    # fixed by seed (unlike the random mixtures training draws), and not the validation mixtures
+    again = list(ConfigMixtures(data, SR, split="train", count=3))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.mixture, b.mixture)
+    val = next(iter(ConfigMixtures(data, SR, split="val", count=1)))
+    assert not np.array_equal(val.mixture, first[0].mixture)
+
+
 def test_bad_data_overrides_and_arguments_are_explained(checkpoint, capsys):
     with pytest.raises(EvaluationError, match="--data takes overrides"):
         ConfigMixtures(["no_such_key=1"], SR)
     with pytest.raises(EvaluationError, match="low end above its high end"):
         ConfigMixtures(["snr_db=[10,-5]"], SR)
-    with pytest.raises(EvaluationError, match="'val' or 'test'"):
-        ConfigMixtures([], SR, split="train")
+    with pytest.raises(EvaluationError, match="one of test, val, train, got 'training'"):
+        ConfigMixtures([], SR, split="training")
     with pytest.raises(SystemExit):
         evaluate_main(["--checkpoint", checkpoint])  # neither folders nor --data
     assert "either --noisy-dir and --clean-dir, or --data" in capsys.readouterr().err

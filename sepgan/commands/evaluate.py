@@ -1,7 +1,8 @@
 """`sepgan evaluate` (or `python -m sepgan.commands.evaluate`): score a checkpoint against the noisy input, spectral gating and oracle masks.
 
 Examples come from a noisy/clean folder pair (`--noisy-dir`, `--clean-dir`) or from the held-out
-mixtures of a data config (`--data root=../shared/data noise_classes=[dog_bark]`). Prints a
+mixtures of a data config (`--data root=../shared/data noise_classes=[dog_bark]`; `--split train`:
+fixed mixtures of its training recordings instead). Prints a
 Markdown table of means and writes per_file.csv, summary.json and table.md to `--out`.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from sepgan.audio import AudioError
 from sepgan.evaluation import (
+    CONFIG_SPLITS,
     METHODS,
     ConfigMixtures,
     EvaluationError,
@@ -38,7 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--data", nargs="*", metavar="OVERRIDE",
                         help="mixtures from the data config, with data-group overrides (e.g. root=../shared/data "
                              "noise_classes=[dog_bark]); no override: the embedded synthetic set")
-    source.add_argument("--split", default="test", choices=("test", "val"), help="with --data (default: test)")
+    source.add_argument("--split", default="test", choices=CONFIG_SPLITS,
+                        help="with --data (default: test); train: the training recordings, mixed as the "
+                             "held-out splits are, to tell under- from over-fitting")
     source.add_argument("--examples", type=int, default=64, help="with --data: number of mixtures (default: 64)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                         help=f"what to score, of {' '.join(METHODS)} (default: all; the oracles use the "

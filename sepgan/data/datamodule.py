@@ -213,6 +213,16 @@ class SeparationDataModule(pl.LightningDataModule):
             self.datasets[name] = MixtureDataset(speech, noise, self.mixer, lengths[name], seeds[name], augmenter,
                                                  labels)
 
+    def fixed_training_mixtures(self, count: int) -> MixtureDataset:
+        """`count` mixtures of the training split's speech and noise, mixed as validation and test are:
+        unaugmented and fixed by seed. Scoring a model on them beside the held-out splits tells
+        under-fitting (the same score) from over-fitting (a higher one); training itself never sees
+        these exact mixtures, only random ones from the same recordings."""
+        self.setup()
+        speech, noise = self.corpora["train"]
+        return MixtureDataset(speech, noise, self.mixer, count, self.hparams.seed + 3, None,
+                              self.datasets["train"].noise_labels)
+
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         h = self.hparams
         ranks = self.trainer.world_size if self.trainer is not None else 1
