@@ -187,10 +187,10 @@ class ConfigMixtures:
             raise EvaluationError(f"bad data-config override ({err}); --data takes overrides of the data "
                                   f"group such as root=../shared/data noise_classes=[dog_bark]") from None
         self.sample_rate, self.split, self.count = sample_rate, split, count
-        if split == "train" and not hasattr(self.datamodule, "fixed_training_mixtures"):
-            raise EvaluationError(f"this data config ({type(self.datamodule).__name__}) has no fixed training "
-                                  f"mixtures to score; use split 'val' or 'test'")
         self.datamodule.setup()
+        if split == "train" and "train" not in getattr(self.datamodule, "corpora", {}):
+            raise EvaluationError(f"this data config ({type(self.datamodule).__name__}) has no speech/noise "
+                                  f"training corpora to mix; use split 'val' or 'test'")
         self.dataset = (self.datamodule.fixed_training_mixtures(count) if split == "train"
                         else self.datamodule.datasets[split])
         self.noise_labels = self.dataset.noise_labels

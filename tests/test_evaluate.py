@@ -194,9 +194,11 @@ def test_the_train_split_gives_fixed_mixtures_of_the_training_recordings():
     corpora = train.datamodule.corpora
     speakers = {name: {r.group for r in corpora[name][0].recordings} for name in ("train", "val", "test")}
     assert speakers["train"].isdisjoint(speakers["val"] | speakers["test"])
-    assert train.dataset.speech is corpora["train"][0] and train.dataset.augmenter is None
+    assert train.dataset.speech is corpora["train"][0] and train.dataset.noise is corpora["train"][1]
+    assert train.dataset.augmenter is None  # the synthetic default config augments its training mixtures
     first = list(train)
     assert len(first) == 3 and all(e.name.startswith("train-") for e in first)
+    assert all(e.noise_class in corpora["train"][1].labels and -5 <= e.snr_db <= 10 for e in first)
     np.testing.assert_allclose(first[0].mixture, first[0].speech + first[0].noise, atol=1e-6)
     # fixed by seed (unlike the random mixtures training draws), and not the validation mixtures
     again = list(ConfigMixtures(data, SR, split="train", count=3))
@@ -204,6 +206,17 @@ def test_the_train_split_gives_fixed_mixtures_of_the_training_recordings():
         np.testing.assert_array_equal(a.mixture, b.mixture)
     val = next(iter(ConfigMixtures(data, SR, split="val", count=1)))
     assert not np.array_equal(val.mixture, first[0].mixture)
+
+
+def test_evaluate_scores_the_train_split_from_the_command_line(tmp_path, checkpoint):
+    out = tmp_path / "train"
+    assert sepgan(["evaluate", "--checkpoint", checkpoint, "--data", "synthetic_speakers=6", "synthetic_utterances=1",
+                   "synthetic_noise_recordings=3", "synthetic_seconds=1.5", "segment_seconds=1.0",
+                   "--split", "train", "--examples", "2", "--methods", "noisy", "model",
+                   "--metrics", "si_sdri", "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["split"] == "train" and summary["files"] == 2
+    assert [row["file"] for row in csv.DictReader(open(out / "per_file.csv"))][:1] == ["train-0000"]
 
 
 def test_bad_data_overrides_and_arguments_are_explained(checkpoint, capsys):

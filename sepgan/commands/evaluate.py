@@ -2,7 +2,7 @@
 
 Examples come from a noisy/clean folder pair (`--noisy-dir`, `--clean-dir`) or from the held-out
 mixtures of a data config (`--data root=../shared/data noise_classes=[dog_bark]`; `--split train`:
-fixed mixtures of its training recordings instead). Prints a
+fixed mixtures of its training recordings, to detect over-fitting). Prints a
 Markdown table of means and writes per_file.csv, summary.json and table.md to `--out`.
 """
 
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "noise_classes=[dog_bark]); no override: the embedded synthetic set")
     source.add_argument("--split", default="test", choices=CONFIG_SPLITS,
                         help="with --data (default: test); train: the training recordings, mixed as the "
-                             "held-out splits are, to tell under- from over-fitting")
+                             "held-out splits are (a clearly higher score there than held out is over-fitting)")
     source.add_argument("--examples", type=int, default=64, help="with --data: number of mixtures (default: 64)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                         help=f"what to score, of {' '.join(METHODS)} (default: all; the oracles use the "

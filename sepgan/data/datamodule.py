@@ -214,13 +214,15 @@ class SeparationDataModule(pl.LightningDataModule):
                                                  labels)
 
     def fixed_training_mixtures(self, count: int) -> MixtureDataset:
-        """`count` mixtures of the training split's speech and noise, mixed as validation and test are:
-        unaugmented and fixed by seed. Scoring a model on them beside the held-out splits tells
-        under-fitting (the same score) from over-fitting (a higher one); training itself never sees
-        these exact mixtures, only random ones from the same recordings."""
+        """`count` mixtures of the training split's speech and noise, mixed as validation and test are
+        (augmented only with `augment.eval`) and fixed by seed. A model that scores clearly higher on
+        them than on the held-out splits has memorised its training recordings (over-fitting).
+        Training draws random mixtures of the same recordings, never these exact ones (unless
+        `train_seed` is set to `seed` + 3 with augmentation off)."""
         self.setup()
         speech, noise = self.corpora["train"]
-        return MixtureDataset(speech, noise, self.mixer, count, self.hparams.seed + 3, None,
+        augmenter = self.datasets["train"].augmenter if self.augment.eval else None
+        return MixtureDataset(speech, noise, self.mixer, count, self.hparams.seed + 3, augmenter,
                               self.datasets["train"].noise_labels)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
