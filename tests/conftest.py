@@ -128,6 +128,14 @@ def save_checkpoint(model, path: Path) -> Path:
     return path
 
 
+def band_power_db(x: np.ndarray, low: float, high: float, sample_rate: int = 16000) -> float:
+    """Power of `x` between `low` and `high` Hz (Welch), in dB: what a filter or a model left of a band."""
+    from scipy import signal
+
+    f, p = signal.welch(np.asarray(x, np.float64), fs=sample_rate, nperseg=1024)
+    return 10 * np.log10(np.sum(p[(f >= low) & (f <= high)]) + 1e-30)
+
+
 def noisy_speech(seconds: float, sr: int = 16000, seed: int = 0, kind: str = "siren") -> np.ndarray:
     """Synthetic speech plus synthetic noise, with a level that rises across the clip (float32)."""
     from sepgan.data import synthetic

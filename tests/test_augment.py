@@ -18,6 +18,8 @@ from sepgan.data.augment import (
 from sepgan.data.mixing import power
 from sepgan.training.config import compose_config
 
+from .conftest import band_power_db
+
 SR = 16000
 SMALL = dict(sample_rate=SR, segment_seconds=0.5, batch_size=2, num_workers=0, train_examples=4, val_examples=6,
              test_examples=4, synthetic_speakers=12, synthetic_utterances=1, synthetic_noise_recordings=4,
@@ -40,11 +42,6 @@ def examples(dm: SeparationDataModule, count: int = 12, split: str = "train") ->
 
 def assert_sums(example: dict) -> None:
     torch.testing.assert_close(example["mixture"], example["speech"] + example["noise"], atol=1e-6, rtol=0)
-
-
-def band_power_db(x: np.ndarray, low: float, high: float) -> float:
-    f, p = sps.welch(np.asarray(x, np.float64), fs=SR, nperseg=1024)
-    return 10 * np.log10(np.sum(p[(f >= low) & (f <= high)]) + 1e-30)
 
 
 def decay_time(rir: np.ndarray, sos: np.ndarray) -> float:
