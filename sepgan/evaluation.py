@@ -386,8 +386,9 @@ class Report:
         }
 
     def _label(self, method: str) -> str:
-        dry = self.info.get("dry", 0)
-        return f"{LABELS[method]} (dry {dry:g})" if method == "model" and dry else LABELS[method]
+        dry, shifts = self.info.get("dry", 0), self.info.get("shifts", 1)
+        how = ([f"dry {dry:g}"] if dry else []) + ([f"{shifts} shifts"] if shifts > 1 else [])
+        return f"{LABELS[method]} ({', '.join(how)})" if method == "model" and how else LABELS[method]
 
     def _table(self, means: dict, lead: list[str] = ()) -> list[str]:
         return [f"| {' | '.join([*lead, self._label(method)])} | "

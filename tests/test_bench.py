@@ -44,8 +44,8 @@ def test_shipped_model_is_timed_as_separate_runs_it_with_both_backends(tiny_chec
 
     monkeypatch.setattr(bench, "default_checkpoint", lambda: tiny_checkpoint)
     figures = bench.shipped_figures(bench.bench_signal(3.0), gating_rtf=0.01)
-    for backend in ("torch", "onnx"):
+    for backend in ("torch", "onnx", "torch_shifts2", "onnx_shifts2"):
         assert figures[backend]["rtf"] > 0
         assert figures[backend]["vs_noisereduce"] == pytest.approx(figures[backend]["rtf"] / 0.01)
     assert figures["audio_seconds"] == 3.0 and figures["chunk_seconds"] > 0
-    assert "the shipped model" in bench._shipped_table(figures)
+    assert "the shipped model" in bench._shipped_table(figures) and "onnx, --shifts 2" in bench._shipped_table(figures)

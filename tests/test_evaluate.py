@@ -107,6 +107,17 @@ def test_dry_scores_the_model_with_that_share_of_the_input_mixed_in(folders, che
     assert not (folders / "out").exists()  # refused before anything was written
 
 
+def test_shifts_score_the_averaged_frame_grids_and_are_labelled(folders, checkpoint, capsys):
+    one = run(folders, checkpoint, *FAST, "--methods", "model", "--out", str(folders / "one"))
+    two = run(folders, checkpoint, *FAST, "--methods", "model", "--shifts", "2", "--out", str(folders / "two"))
+    assert "| model (2 shifts) |" in capsys.readouterr().out
+    assert two.summary()["shifts"] == 2 and "shifts" not in one.summary()
+    assert [r["si_sdr"] for r in two.rows] != [r["si_sdr"] for r in one.rows]
+    with pytest.raises(SystemExit):  # argparse: a usage error naming the option
+        run(folders, checkpoint, "--shifts", "0")
+    assert "argument --shifts: must be at least 1" in capsys.readouterr().err
+
+
 def test_mismatched_folder_contents_are_named(folders, checkpoint, capsys):
     write_pair(folders / "extra", "c")
     (folders / "extra" / "noisy" / "c.wav").rename(folders / "noisy" / "c.wav")

@@ -1,5 +1,6 @@
 """Chunked, streaming separation: same result as the whole file, no seams, flat memory, any file."""
 
+import copy
 import tracemalloc
 
 import numpy as np
@@ -79,6 +80,25 @@ def test_no_seam_at_chunk_boundaries(model, whole_30s):
     assert near > 10 * elsewhere + floor, (near, elsewhere)
 
 
+def test_shifts_average_offset_frame_grids_and_chunk_exactly(model, whole_30s):
+    """Two shifts are the mean of the whole file's speech on the frame grid and on one half a hop earlier."""
+    mixture = whole_30s[0]
+    masking = copy.deepcopy(model)
+    masking.net.last.bias.data.zero_()  # far from the pass-through it starts at, so the grid matters
+    x, offsets = torch.from_numpy(mixture), (0, model.frontend.hop_length // 2)
+    one_grid, expected = (np.mean([masking.separate(torch.nn.functional.pad(x, (o, 0)))[o:].numpy() for o in grids],
+                                  axis=0) for grids in (offsets[:1], offsets))
+    engine = ChunkedSeparator(TorchBackend(masking), 2.0, 2, shifts=2)
+    shifted = engine.separate(mixture)
+    assert engine.window < len(mixture) / 5  # really in many chunks
+
+    def relative_error(a, b):
+        return np.sqrt(np.mean((a - b) ** 2) / np.mean(b**2))
+
+    assert relative_error(shifted, expected) < 1e-3
+    assert relative_error(one_grid, expected) > 0.03  # the second grid changed the result
+
+
 def test_short_and_odd_signals(model):
     engine = ChunkedSeparator(TorchBackend(model), 1.0, 2)
     for n in (100, 511, 513, 16000 + 7):
@@ -93,7 +113,8 @@ def test_short_and_odd_signals(model):
 def test_bad_engine_settings_are_named(model):
     backend = TorchBackend(model)
     for kwargs, message in (({"chunk_seconds": 0}, "chunk length"), ({"batch_size": 0}, "batch size"),
-                            ({"context_seconds": -1}, "context")):
+                            ({"context_seconds": -1}, "context"), ({"shifts": 0}, "shifts must be from 1"),
+                            ({"shifts": model.frontend.hop_length + 1}, "shifts must be from 1")):
         with pytest.raises(ValueError, match=message):
             ChunkedSeparator(backend, **kwargs)
 

@@ -113,6 +113,7 @@ def test_bad_file_is_reported_and_the_rest_cleaned(inputs, tmp_path, tiny_checkp
     (["IN", "-o", "out", "--checkpoint", "missing.ckpt"], "checkpoint not found"),
     (["IN", "-o", "out", "--chunk-seconds", "0"], "chunk length must be positive"),
     (["IN", "-o", "out", "--dry", "1.5"], "dry must be between 0 (fully cleaned) and 1"),
+    (["IN", "-o", "out", "--speakers", "2", "--shifts", "2"], "--shifts averages one voice's estimates"),
 ])
 def test_bad_arguments_are_named(inputs, tiny_checkpoint, args, message, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

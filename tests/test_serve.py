@@ -273,3 +273,13 @@ def test_serve_command_rejects_a_non_positive_limit(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--max-seconds", "0"])
     assert exit_.value.code == 2 and "argument --max-seconds: must be a positive number" in capsys.readouterr().err
+
+
+def test_serve_command_passes_shifts_to_every_request(tiny_checkpoint, monkeypatch):
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
+    assert main(["serve", "--checkpoint", str(tiny_checkpoint), "--shifts", "2"]) == 0
+    engine = served[0].state.service.engine
+    assert engine.offsets == [0, engine.frontend.hop_length // 2]

@@ -254,6 +254,8 @@ def test_python_api_gives_each_voice_of_arrays_tensors_and_files(tmp_path):
     model = sepgan.load(checkpoint, chunk_seconds=1.0)
     assert isinstance(model, Voices) and model.sources == 2 and model.sample_rate == SR
     assert "2-speaker" in repr(model)
+    with pytest.raises(ValueError, match="a speaker separator runs one frame grid"):
+        sepgan.load(checkpoint, shifts=2)
 
     mix = voices(2.5, 16000).sum(0)  # 16 kHz through an 8 kHz model, several chunks
     first, second = model.separate(mix, 16000)

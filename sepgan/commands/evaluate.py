@@ -26,6 +26,7 @@ from sepgan.evaluation import (
     evaluate,
     listing,
 )
+from sepgan.commands.options import positive_int
 from sepgan.metrics import METRICS
 
 
@@ -53,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry", type=float, default=0.0,
                         help="share of the input mixed into the model's speech, as `sepgan separate --dry` "
                              "(0 to 1; default: 0)")
+    parser.add_argument("--shifts", type=positive_int, default=1,
+                        help="as `sepgan separate --shifts`: average N STFT frame grids (default: 1)")
     parser.add_argument("--out", type=Path, help="output folder (default: evaluations/<checkpoint>-<time>)")
     parser.add_argument("--overwrite", action="store_true", help="replace result files already in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> Report:
         checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
         # In chunks as `sepgan separate` runs it: the model's memory does not grow with the file, and
         # the result is the whole-file one (the chunking is exact).
-        separator = ChunkedSeparator(load_backend(checkpoint, device=args.device))
+        separator = ChunkedSeparator(load_backend(checkpoint, device=args.device), shifts=args.shifts)
         frontend = separator.frontend
     if frontend is None:  # noisy input and spectral gating only: no model needed, 16 kHz
         from sepgan.audio import FrontEnd
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> Report:
     else:
         examples = FolderPairs(args.noisy_dir, args.clean_dir, frontend.sample_rate)
         source = {"noisy_dir": str(args.noisy_dir), "clean_dir": str(args.clean_dir)}
-    info = {"checkpoint": str(checkpoint) if checkpoint else None, **source}
+    info = {"checkpoint": str(checkpoint) if checkpoint else None, **source,
+            **({"shifts": args.shifts} if args.shifts != 1 else {})}
     report = evaluate(examples, separator if "model" in args.methods else None, args.methods, args.metrics,
                       frontend=frontend, progress=not args.no_progress, info=info, dry=args.dry)
     paths = report.write(out, overwrite=args.overwrite)

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-queue", type=int, default=32, help="requests allowed to wait; more get 503 (default 32)")
     p.add_argument("--threads", type=positive_int, help="CPU threads per model call (default: PyTorch's choice)")
     p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (torch backend)")
+    p.add_argument("--shifts", type=positive_int, default=1,
+                   help="as `sepgan separate --shifts`: average N STFT frame grids (N times the work; default 1)")
     args = p.parse_args(argv)
     if args.max_queue < 0:
         p.error("--max-queue must not be negative")
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint(),
                             backend=args.backend, noise_dir=args.noise_dir, max_upload_mb=args.max_upload_mb,
                             max_seconds=args.max_seconds, max_samples=args.max_samples, workers=args.workers,
-                            max_queue=args.max_queue, threads=args.threads, device=args.device)
+                            max_queue=args.max_queue, threads=args.threads, device=args.device,
+                            shifts=args.shifts)
         app = create_app(settings)
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -95,9 +95,10 @@ class Model:
     Made by `sepgan.load`; `engine` (the `ChunkedSeparator`) and `backend` are there for more control.
     """
 
-    def __init__(self, backend: Backend, path: Path, chunk_seconds: float = CHUNK_SECONDS, batch_size: int = 1):
+    def __init__(self, backend: Backend, path: Path, chunk_seconds: float = CHUNK_SECONDS, batch_size: int = 1,
+                 shifts: int = 1):
         self.backend = backend
-        self.engine = ChunkedSeparator(backend, chunk_seconds, batch_size)
+        self.engine = ChunkedSeparator(backend, chunk_seconds, batch_size, shifts=shifts)
         self.path = path
 
     @property
@@ -213,7 +214,7 @@ class Voices:
 
 
 def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float = CHUNK_SECONDS,
-         batch_size: int = 1, threads: int | None = None) -> Model | Voices:
+         batch_size: int = 1, threads: int | None = None, shifts: int = 1) -> Model | Voices:
     """A sepgan model ready to clean audio, or to separate voices.
 
     `name_or_path`: None for the shipped model, the name of a shipped model (e.g. "sepgan-16k"), a
@@ -222,11 +223,15 @@ def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_s
     `Voices`, anything else a `Model`. `chunk_seconds` and `batch_size` set how much audio goes
     through the model at once (memory against speed; the result is the same). `threads` limits
     onnxruntime's threads for an .onnx model (PyTorch's are set with `torch.set_num_threads`).
+    `shifts` > 1 averages that many STFT frame grids for a little more quality at that many times
+    the work (`ChunkedSeparator`; one voice only).
     """
     path = _resolve(name_or_path)
     if path.suffix.lower() == ".onnx":
-        return Model(load_backend(path, device=device, threads=threads), path, chunk_seconds, batch_size)
+        return Model(load_backend(path, device=device, threads=threads), path, chunk_seconds, batch_size, shifts)
     separator = load_separator(path)
     if isinstance(separator, SpeakerSeparator):
+        if shifts != 1:
+            raise ValueError(f"shifts: a speaker separator runs one frame grid (got shifts={shifts})")
         return Voices(SpeakerChunkedSeparator(SpeakersBackend(separator, device), chunk_seconds, batch_size), path)
-    return Model(TorchBackend(separator, device), path, chunk_seconds, batch_size)
+    return Model(TorchBackend(separator, device), path, chunk_seconds, batch_size, shifts)

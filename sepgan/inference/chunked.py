@@ -48,14 +48,21 @@ class ChunkedSeparator:
     `chunk_seconds` is the kept part of each window (rounded to the U-Net's grid); longer chunks
     waste less time on context but need more memory (see `CHUNK_SECONDS`); batches pay off on a GPU. `context_seconds` defaults to what the model's receptive field requires; a
     shorter one trades exactness for speed.
+
+    `shifts` > 1 averages the speech of that many STFT frame grids, offset by hop / `shifts` from one
+    another (the mixture delayed by 0, hop/shifts, ... samples, and the speech moved back): each grid
+    places frame edges elsewhere, so their errors partly cancel. It costs `shifts` times the model's
+    work; 2 shifts raised the shipped model's SI-SDRi by 0.14 dB on the test split (README, "The shipped model").
     """
 
     def __init__(self, backend, chunk_seconds: float = CHUNK_SECONDS, batch_size: int = 1,
-                 context_seconds: float | None = None):
+                 context_seconds: float | None = None, shifts: int = 1):
         if chunk_seconds <= 0:
             raise ValueError(f"chunk length must be positive, got {chunk_seconds} s")
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        if not 1 <= shifts <= backend.frontend.hop_length:
+            raise ValueError(f"shifts must be from 1 to the hop length ({backend.frontend.hop_length}), got {shifts}")
         if context_seconds is not None and context_seconds < 0:
             raise ValueError(f"context must not be negative, got {context_seconds} s")
         self.backend = backend
@@ -64,12 +71,14 @@ class ChunkedSeparator:
         unit = fe.hop_length * backend.time_factor
         # An output sample depends on the frames within half a window of it, each of those on the
         # frames within the receptive field, and those on samples within half a window again.
-        needed = backend.receptive_field * fe.hop_length + fe.n_fft
+        # A shifted grid starts up to one hop earlier.
+        needed = backend.receptive_field * fe.hop_length + fe.n_fft + (fe.hop_length if shifts > 1 else 0)
         context = needed if context_seconds is None else round(context_seconds * fe.sample_rate)
         self.context = _round_up(context, unit)
         self.core = max(unit, round(chunk_seconds * fe.sample_rate / unit) * unit)
         self.window = self.core + 2 * self.context
         self.batch_size = batch_size
+        self.offsets = [k * fe.hop_length // shifts for k in range(shifts)]
 
     def _speech(self, windows: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """Speech of windows (n, channels, length), each channel normalised by its whole-signal level.
@@ -82,11 +91,14 @@ class ChunkedSeparator:
         device = getattr(self.backend, "device", torch.device("cpu"))
         x = torch.from_numpy(np.ascontiguousarray(windows.reshape(n * channels, length))).to(device)
         level = torch.from_numpy(np.tile(scale, n).astype(np.float32)).reshape(-1, 1).to(device)
-        padded = max(length, fe.n_fft)  # only a signal shorter than one STFT window needs this
+        speech = 0
         with torch.inference_mode():
-            spec = fe.stft(F.pad(x / level, (0, padded - length)))
-            speech_features = self.backend.speech_features(fe.to_features(spec)).to(device)
-            speech = fe.istft(fe.from_features(speech_features, spec), padded)[:, :length] * level
+            for offset in self.offsets:  # the frame grid starts `offset` samples before the window
+                padded = max(offset + length, fe.n_fft)  # only a signal shorter than one STFT window needs the end padded
+                spec = fe.stft(F.pad(x / level, (offset, padded - offset - length)))
+                speech_features = self.backend.speech_features(fe.to_features(spec)).to(device)
+                speech = speech + fe.istft(fe.from_features(speech_features, spec), padded)[:, offset:offset + length]
+            speech = speech * (level / len(self.offsets))
         return speech.cpu().numpy().reshape(n, channels, length)
 
     def stream(self, blocks: Iterable[np.ndarray], total: int, scale: np.ndarray) -> Iterator[np.ndarray]:

@@ -46,6 +46,7 @@ class Settings:
     batch_size: int = 1
     threads: int | None = None
     device: str = "cpu"  # torch device of the model (torch backend), e.g. cuda
+    shifts: int = 1  # STFT frame grids averaged (`ChunkedSeparator`)
 
 
 class Limits:
@@ -139,7 +140,8 @@ class Service:
             torch.set_num_threads(settings.threads)
         self.settings = settings
         self.backend = load_backend(settings.checkpoint, settings.backend, settings.device, settings.threads)
-        self.engine = ChunkedSeparator(self.backend, settings.chunk_seconds, settings.batch_size)
+        self.engine = ChunkedSeparator(self.backend, settings.chunk_seconds, settings.batch_size,
+                                       shifts=settings.shifts)
         self.noises = NoiseCatalogue(settings.noise_dir)
         self.limits = Limits(settings, self.engine.sample_rate)
         self.upload_names: dict[Path, str] = {}  # stored path -> the client's file name, for messages
