@@ -169,6 +169,26 @@ def test_transfer_weights_fills_what_fits_and_refuses_other_shapes(tmp_path):
         transfer_weights(tiny_separator("model.unet.channels=3"), source)
 
 
+def test_wider_tdf_layers_start_as_the_narrower_model(tmp_path):
+    from sepgan.models import transfer_weights
+    from tests.conftest import save_checkpoint, tiny_separator
+
+    narrow = tiny_separator()
+    source = save_checkpoint(narrow, tmp_path / "narrow.ckpt")
+    wide = tiny_separator("model.unet.bn_factor=4", seed=5)
+    fc1, fc2 = wide.net.encoders[0].tdf.fc1.weight, wide.net.encoders[0].tdf.fc2.weight
+    assert fc1.shape[0] > narrow.net.encoders[0].tdf.fc1.weight.shape[0]
+    copied, fresh = transfer_weights(wide, source)
+    assert not fresh
+    x = torch.randn(8000) * 0.1
+    torch.testing.assert_close(wide.separate(x), narrow.separate(x))
+    units = narrow.net.encoders[0].tdf.fc1.weight.shape[0]
+    assert torch.equal(fc1[units:2 * units], fc1[:units]) and fc2[:, units:].abs().sum() == 0  # copies, unheard
+    with torch.no_grad():  # in training the batch norm pools over the units: their copies keep its statistics
+        trained = [model.train()(x[None]).speech for model in (wide, narrow)]
+    torch.testing.assert_close(*trained, rtol=0, atol=0.005 * trained[1].abs().max().item())  # fresh units: 0.016
+
+
 def test_saved_separator_carries_its_receptive_field_so_loading_needs_no_probe(tmp_path, monkeypatch):
     import sepgan.inference.backends as backends
     from sepgan.models.receptive_field import receptive_field

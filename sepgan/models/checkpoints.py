@@ -67,7 +67,8 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
 
     Unlike `load_separator`, the module keeps its own configuration: a model with another STFT hop,
     an added bottleneck block or a new head starts from trained weights wherever they fit; a one-frame
-    mask's output layer goes to the centre tap of a deep filter (`mask_frames` > 1). Returns
+    mask's output layer goes to the centre tap of a deep filter (`mask_frames` > 1), and TDF layers
+    with fewer hidden units go into wider ones (a smaller `bn_factor`; see `_wider_tdf`). Returns
     (names copied, names of the module left as initialised); a tensor whose shape differs is an error,
     so a different network is never half-loaded by accident.
     """
@@ -78,6 +79,7 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
         raise ValueError(f"'{path}' holds no {name} weights")
     target = module.state_dict()
     source.update(_centre_taps(source, target, getattr(module, "mask_frames", 1)))
+    source.update(_wider_tdf(source, target))
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in source.items()
                   if k in target and v.shape != target[k].shape]
     if mismatched:
@@ -104,6 +106,33 @@ def _centre_taps(source: dict, target: dict, taps: int) -> dict:
             head = torch.zeros_like(want)
             head[have.shape[0] * (taps // 2):have.shape[0] * (taps // 2 + 1)] = have
             widened[key] = head
+    return widened
+
+
+def _wider_tdf(source: dict, target: dict) -> dict:
+    """TDF layers of the checkpoint widened to the module's (more hidden units: a smaller `bn_factor`).
+
+    The new units of `fc1` are copies of the checkpoint's (unit i of the wider layer is unit i mod
+    n of the narrower one), and `fc2` reads them with zero weights. So the wider model starts as
+    exactly the one it is initialised from, and its batch norm, which pools its statistics over the
+    units, sees (nearly, exactly when the widths divide) the statistics it was trained with, in
+    training as in evaluation. The copies part from their originals with the first step, as only
+    they are read with weights that are learning from zero: capacity is added to a trained model
+    without starting it over.
+    """
+    widened = {}
+    for key, have in source.items():
+        want = target.get(key)
+        if want is None or want.ndim != 2 or have.ndim != 2:
+            continue
+        if key.endswith("tdf.fc1.weight") and want.shape[1] == have.shape[1] and want.shape[0] > have.shape[0]:
+            grown = have[torch.arange(want.shape[0]) % have.shape[0]]
+        elif key.endswith("tdf.fc2.weight") and want.shape[0] == have.shape[0] and want.shape[1] > have.shape[1]:
+            grown = torch.zeros_like(want)
+            grown[:, :have.shape[1]] = have
+        else:
+            continue
+        widened[key] = grown
     return widened
 
 
