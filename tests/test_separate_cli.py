@@ -54,6 +54,19 @@ def test_options_change_format_rate_and_channels(inputs, tmp_path, tiny_checkpoi
     assert info.frames == round(1.5 * 22050)
 
 
+def test_shifts_write_the_average_of_the_frame_grids(tmp_path, tiny_checkpoint):
+    from sepgan.inference.backends import load_backend
+    from sepgan.inference.chunked import ChunkedSeparator
+
+    mixture = noisy_speech(2.0)
+    sf.write(tmp_path / "talk.wav", mixture, 16000, subtype="FLOAT")
+    assert run(tmp_path / "talk.wav", "-o", tmp_path / "out", "--shifts", "2", checkpoint=tiny_checkpoint) == 0
+    written = sf.read(tmp_path / "out" / "talk.wav", dtype="float32")[0]
+    backend = load_backend(tiny_checkpoint)
+    np.testing.assert_allclose(written, ChunkedSeparator(backend, shifts=2).separate(mixture), atol=1e-6)
+    assert np.abs(written - ChunkedSeparator(backend).separate(mixture)).max() > 1e-4  # not one grid's
+
+
 def test_existing_outputs_and_inputs_are_never_overwritten(inputs, tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "out"
     out.mkdir()
