@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sepgan.commands.bench import bench_signal, main, timed
+from sepgan.inference.chunked import ChunkedSeparator
 
 
 def test_timed_gives_the_real_time_factor_and_the_memory_a_run_adds():
@@ -43,7 +44,10 @@ def test_shipped_model_is_timed_as_separate_runs_it_with_both_backends(tiny_chec
     import sepgan.commands.bench as bench
 
     monkeypatch.setattr(bench, "default_checkpoint", lambda: tiny_checkpoint)
+    engines = []
+    monkeypatch.setattr(bench, "ChunkedSeparator", lambda *a, **k: engines.append(ChunkedSeparator(*a, **k)) or engines[-1])
     figures = bench.shipped_figures(bench.bench_signal(3.0), gating_rtf=0.01)
+    assert [len(engine.offsets) for engine in engines] == [1, 2, 1, 2]  # each backend, then with --shifts 2
     for backend in ("torch", "onnx", "torch_shifts2", "onnx_shifts2"):
         assert figures[backend]["rtf"] > 0
         assert figures[backend]["vs_noisereduce"] == pytest.approx(figures[backend]["rtf"] / 0.01)

@@ -183,7 +183,10 @@ def test_wider_tdf_layers_start_as_the_narrower_model(tmp_path):
     x = torch.randn(8000) * 0.1
     torch.testing.assert_close(wide.separate(x), narrow.separate(x))
     units = narrow.net.encoders[0].tdf.fc1.weight.shape[0]
-    assert torch.equal(fc1[units:2 * units], fc1[:units]) and fc2[:, units:].abs().sum() == 0  # copies, unheard
+    copies = fc1[units:2 * units]
+    assert fc2[:, units:].abs().sum() == 0  # the new units are not heard yet
+    assert 0 < (copies - fc1[:units]).norm() < 0.2 * fc1[:units].norm()  # near copies, each its own
+    assert not torch.equal(fc1[2 * units:3 * units], copies)
     with torch.no_grad():  # in training the batch norm pools over the units: their copies keep its statistics
         trained = [model.train()(x[None]).speech for model in (wide, narrow)]
     torch.testing.assert_close(*trained, rtol=0, atol=0.005 * trained[1].abs().max().item())  # fresh units: 0.016

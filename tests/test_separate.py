@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sepgan.audio import AudioError
+from sepgan.audio import AudioError, rms
 from sepgan.inference.backends import TorchBackend, load_backend, receptive_field
 from sepgan.metrics import si_sdr
 from sepgan.models.blocks import DilatedTemporal
@@ -86,21 +86,29 @@ def test_shifts_average_offset_frame_grids_and_chunk_exactly(model, whole_30s):
     masking = copy.deepcopy(model)
     masking.net.last.bias.data.zero_()  # far from the pass-through it starts at, so the grid matters
     x, offsets = torch.from_numpy(mixture), (0, model.frontend.hop_length // 2)
-    one_grid, expected = (np.mean([masking.separate(torch.nn.functional.pad(x, (o, 0)))[o:].numpy() for o in grids],
-                                  axis=0) for grids in (offsets[:1], offsets))
+    level = rms(x)  # the whole signal's, as the chunks are scaled
+
+    def grid(offset):
+        return masking.separate(torch.nn.functional.pad(x, (offset, 0)), scale=level)[offset:].numpy()
+
+    one_grid, expected = grid(0), np.mean([grid(o) for o in offsets], axis=0)
     engine = ChunkedSeparator(TorchBackend(masking), 2.0, 2, shifts=2)
+    fe = model.frontend  # the context covers the receptive field, one window and the shifted grid's extra hop
+    assert engine.context >= engine.backend.receptive_field * fe.hop_length + fe.n_fft + fe.hop_length
     shifted = engine.separate(mixture)
     assert engine.window < len(mixture) / 5  # really in many chunks
 
-    def relative_error(a, b):
-        return np.sqrt(np.mean((a - b) ** 2) / np.mean(b**2))
+    def relative_error(a, b, where=slice(None)):
+        return np.sqrt(np.mean((a[where] - b[where]) ** 2) / np.mean(b**2))
 
-    assert relative_error(shifted, expected) < 1e-3
+    assert relative_error(shifted, expected) < 1e-5
+    assert relative_error(shifted, expected, boundary_mask(engine, len(x), model.frontend.hop_length * 2)) < 1e-5
     assert relative_error(one_grid, expected) > 0.03  # the second grid changed the result
 
 
-def test_short_and_odd_signals(model):
-    engine = ChunkedSeparator(TorchBackend(model), 1.0, 2)
+@pytest.mark.parametrize("shifts", [1, 2])
+def test_short_and_odd_signals(model, shifts):
+    engine = ChunkedSeparator(TorchBackend(model), 1.0, 2, shifts=shifts)
     for n in (100, 511, 513, 16000 + 7):
         x = noisy_speech(1.0)[:n]
         out = engine.separate(x)

@@ -283,3 +283,9 @@ def test_serve_command_passes_shifts_to_every_request(tiny_checkpoint, monkeypat
     assert main(["serve", "--checkpoint", str(tiny_checkpoint), "--shifts", "2"]) == 0
     engine = served[0].state.service.engine
     assert engine.offsets == [0, engine.frontend.hop_length // 2]
+
+    async def listing():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served[0]), base_url="http://test") as c:
+            return (await c.get("/api/models")).json()
+
+    assert asyncio.run(listing())[0]["shifts"] == 2

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> Report:
         examples = FolderPairs(args.noisy_dir, args.clean_dir, frontend.sample_rate)
         source = {"noisy_dir": str(args.noisy_dir), "clean_dir": str(args.clean_dir)}
     info = {"checkpoint": str(checkpoint) if checkpoint else None, **source,
-            **({"shifts": args.shifts} if args.shifts != 1 else {})}
+            **({"shifts": args.shifts} if args.shifts != 1 and "model" in args.methods else {})}
     report = evaluate(examples, separator if "model" in args.methods else None, args.methods, args.metrics,
                       frontend=frontend, progress=not args.no_progress, info=info, dry=args.dry)
     paths = report.write(out, overwrite=args.overwrite)

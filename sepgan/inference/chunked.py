@@ -6,7 +6,8 @@ Why the chunks do not show:
 - every chunk starts on the U-Net's grid (a multiple of hop x 2**levels samples), so each STFT
   frame and each strided convolution sees exactly what it sees in the whole file;
 - every chunk carries `context` samples on each side, at least the model's measured receptive
-  field plus one STFT window, and the context is thrown away after the model.
+  field plus one STFT window (and one hop more with `shifts`, whose grids start up to a hop
+  earlier), and the context is thrown away after the model.
 Neighbouring windows therefore overlap by twice the context and their kept parts abut: the two
 estimates of a boundary sample are equal already, so a cross-fade would have nothing to blend.
 (The original web app cut files into plain 2 s pieces, with audible seams.)
@@ -18,6 +19,7 @@ and at most `batch_size` windows go through the model at once.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Iterator
 from itertools import chain
 
@@ -61,6 +63,7 @@ class ChunkedSeparator:
             raise ValueError(f"chunk length must be positive, got {chunk_seconds} s")
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        shifts = operator.index(shifts)
         if not 1 <= shifts <= backend.frontend.hop_length:
             raise ValueError(f"shifts must be from 1 to the hop length ({backend.frontend.hop_length}), got {shifts}")
         if context_seconds is not None and context_seconds < 0:
@@ -91,14 +94,14 @@ class ChunkedSeparator:
         device = getattr(self.backend, "device", torch.device("cpu"))
         x = torch.from_numpy(np.ascontiguousarray(windows.reshape(n * channels, length))).to(device)
         level = torch.from_numpy(np.tile(scale, n).astype(np.float32)).reshape(-1, 1).to(device)
-        speech = 0
         with torch.inference_mode():
+            grids = []
             for offset in self.offsets:  # the frame grid starts `offset` samples before the window
                 padded = max(offset + length, fe.n_fft)  # only a signal shorter than one STFT window needs the end padded
                 spec = fe.stft(F.pad(x / level, (offset, padded - offset - length)))
                 speech_features = self.backend.speech_features(fe.to_features(spec)).to(device)
-                speech = speech + fe.istft(fe.from_features(speech_features, spec), padded)[:, offset:offset + length]
-            speech = speech * (level / len(self.offsets))
+                grids.append(fe.istft(fe.from_features(speech_features, spec), padded)[:, offset:offset + length])
+            speech = (grids[0] if len(grids) == 1 else torch.stack(grids).mean(0)) * level
         return speech.cpu().numpy().reshape(n, channels, length)
 
     def stream(self, blocks: Iterable[np.ndarray], total: int, scale: np.ndarray) -> Iterator[np.ndarray]:

@@ -113,20 +113,24 @@ def _wider_tdf(source: dict, target: dict) -> dict:
     """TDF layers of the checkpoint widened to the module's (more hidden units: a smaller `bn_factor`).
 
     The new units of `fc1` are copies of the checkpoint's (unit i of the wider layer is unit i mod
-    n of the narrower one), and `fc2` reads them with zero weights. So the wider model starts as
-    exactly the one it is initialised from, and its batch norm, which pools its statistics over the
-    units, sees (nearly, exactly when the widths divide) the statistics it was trained with, in
-    training as in evaluation. The copies part from their originals with the first step, as only
-    they are read with weights that are learning from zero: capacity is added to a trained model
-    without starting it over.
+    n of the narrower one) with 10 % noise, and `fc2` reads them with zero weights. So the wider
+    model starts as exactly the one it is initialised from, and its batch norm, which pools its
+    statistics over the units, sees nearly the statistics it was trained with, in training as in
+    evaluation. The noise is what lets the new units learn different things: exact copies of one
+    unit, all read with zeros, would get equal gradients and stay equal for ever. Capacity is added
+    to a trained model without starting it over. The noise is seeded, so the result is reproducible.
     """
+    generator = torch.Generator().manual_seed(0)
     widened = {}
     for key, have in source.items():
         want = target.get(key)
         if want is None or want.ndim != 2 or have.ndim != 2:
             continue
         if key.endswith("tdf.fc1.weight") and want.shape[1] == have.shape[1] and want.shape[0] > have.shape[0]:
-            grown = have[torch.arange(want.shape[0]) % have.shape[0]]
+            grown = have[torch.arange(want.shape[0]) % have.shape[0]].clone()
+            extra = grown[have.shape[0]:]
+            spread = extra.std(dim=1, keepdim=True)
+            extra += 0.1 * spread * torch.randn(extra.shape, generator=generator, dtype=extra.dtype)
         elif key.endswith("tdf.fc2.weight") and want.shape[0] == have.shape[0] and want.shape[1] > have.shape[1]:
             grown = torch.zeros_like(want)
             grown[:, :have.shape[1]] = have

@@ -108,7 +108,7 @@ async def health(svc: Service = Depends(service)):
 async def models(svc: Service = Depends(service)):
     checkpoint = Path(svc.settings.checkpoint)
     return [dict(name=checkpoint.stem, file=checkpoint.name, default=True, sample_rate=svc.engine.sample_rate,
-                 noise_classes=svc.noise_classes, **svc.backend.describe())]
+                 noise_classes=svc.noise_classes, shifts=len(svc.engine.offsets), **svc.backend.describe())]
 
 
 @router.get("/api/noises", summary="Noises that /api/mix can add (synthetic kinds and the server's noise folder)")
