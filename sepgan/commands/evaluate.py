@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from sepgan.audio import AudioError
+from sepgan.commands.options import positive_int
 from sepgan.evaluation import (
     CONFIG_SPLITS,
     METHODS,
@@ -26,7 +27,6 @@ from sepgan.evaluation import (
     evaluate,
     listing,
 )
-from sepgan.commands.options import positive_int
 from sepgan.metrics import METRICS
 
 
