@@ -57,9 +57,7 @@ def test_dry_mixes_the_input_back(model):
 
 def test_shifts_reach_the_chunked_separator(tiny_checkpoint):
     shifted = sepgan.load(tiny_checkpoint, chunk_seconds=1.0, shifts=2)
-    assert shifted.engine.offsets == [0, shifted.engine.frontend.hop_length // 2]
-    mixture = noisy_speech(1.0)
-    np.testing.assert_allclose(shifted.separate(mixture, 16000).speech, shifted.engine.separate(mixture), atol=1e-6)
+    assert shifted.engine.offsets == [0, shifted.engine.frontend.hop_length // 2]  # what the grids are: test_separate
 
 
 def test_bad_arguments_are_named(model):
