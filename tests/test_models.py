@@ -165,8 +165,8 @@ def test_transfer_weights_fills_what_fits_and_refuses_other_shapes(tmp_path):
     state = torch.load(source, weights_only=True)["state_dict"]
     assert all(torch.equal(longer_hop.state_dict()[name], state[f"separator.{name}"]) for name in copied)
     assert longer_hop.frontend.hop_length == 256  # the model keeps its own configuration
-    with pytest.raises(ValueError, match="weights of another shape"):
-        transfer_weights(tiny_separator("model.unet.channels=3"), source)
+    with pytest.raises(ValueError, match="weights of another shape"):  # deeper levels narrower: not a growth
+        transfer_weights(tiny_separator("model.unet.channels=3", "model.unet.channel_mult=1"), source)
 
 
 def test_wider_tdf_layers_start_as_the_narrower_model(tmp_path):
@@ -190,6 +190,27 @@ def test_wider_tdf_layers_start_as_the_narrower_model(tmp_path):
     with torch.no_grad():  # in training the batch norm pools over the units: their copies keep its statistics
         trained = [model.train()(x[None]).speech for model in (wide, narrow)]
     torch.testing.assert_close(*trained, rtol=0, atol=0.005 * trained[1].abs().max().item())  # fresh units: 0.016
+
+
+@pytest.mark.parametrize("block", ["tfc_tdf", "dense"])
+def test_a_wider_unet_starts_as_the_narrower_model_and_trains_its_new_channels(tmp_path, block):
+    from sepgan.models import transfer_weights
+    from tests.conftest import TINY_DILATED, save_checkpoint, tiny_separator
+
+    narrow = tiny_separator(*TINY_DILATED, f"model.unet.block={block}", "model.unet.layers=2", seed=1)
+    source = save_checkpoint(narrow, tmp_path / "narrow.ckpt")
+    wide = tiny_separator(*TINY_DILATED, f"model.unet.block={block}", "model.unet.layers=2",
+                          "model.unet.channels=3", seed=5)
+    assert (wide.net.first.out_channels, wide.net.downs[-1][0].out_channels) == (3, 48)  # 2 and 32 before
+    copied, fresh = transfer_weights(wide, source)
+    assert not fresh
+    x = torch.randn(8000) * 0.1
+    torch.testing.assert_close(wide.separate(x), narrow.separate(x))  # skips, dense groups and bottleneck in place
+    trained = [model.train()(x[None]).speech for model in (wide, narrow)]
+    torch.testing.assert_close(trained[0], trained[1].detach())  # batch norm is per channel: training too
+    assert wide.net.last.weight[:, 2:].abs().sum() == 0  # the new channels are not heard yet ...
+    trained[0].square().mean().backward()
+    assert wide.net.last.weight.grad[:, 2:].abs().sum() > 0  # ... but learn to be from the first step
 
 
 def test_saved_separator_carries_its_receptive_field_so_loading_needs_no_probe(tmp_path, monkeypatch):

@@ -67,8 +67,9 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
 
     Unlike `load_separator`, the module keeps its own configuration: a model with another STFT hop,
     an added bottleneck block or a new head starts from trained weights wherever they fit; a one-frame
-    mask's output layer goes to the centre tap of a deep filter (`mask_frames` > 1), and TDF layers
-    with fewer hidden units go into wider ones (a smaller `bn_factor`; see `_wider_tdf`). Returns
+    mask's output layer goes to the centre tap of a deep filter (`mask_frames` > 1), TDF layers
+    with fewer hidden units go into wider ones (a smaller `bn_factor`; see `_wider_tdf`), and a U-Net
+    into a wider one (a larger `channels`; see `_wider_channels`). Returns
     (names copied, names of the module left as initialised); a tensor whose shape differs is an error,
     so a different network is never half-loaded by accident.
     """
@@ -80,6 +81,7 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
     target = module.state_dict()
     source.update(_centre_taps(source, target, getattr(module, "mask_frames", 1)))
     source.update(_wider_tdf(source, target))
+    source.update(_wider_channels(source, target))
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in source.items()
                   if k in target and v.shape != target[k].shape]
     if mismatched:
@@ -136,6 +138,94 @@ def _wider_tdf(source: dict, target: dict) -> dict:
             grown[:, :have.shape[1]] = have
         else:
             continue
+        widened[key] = grown
+    return widened
+
+
+def _level_widths(state: dict) -> list[int] | None:
+    """Channels of each U-Net level of a separator's state (`net.first` and `net.downs.*`), or None."""
+    if "net.first.weight" not in state:
+        return None
+    widths, level = [state["net.first.weight"].shape[0]], 0
+    while f"net.downs.{level}.0.weight" in state:
+        widths.append(state[f"net.downs.{level}.0.weight"].shape[0])
+        level += 1
+    return widths
+
+
+def _channel_dims(key: str, ndim: int) -> dict[int, tuple[int, bool]]:
+    """The channel axes of a U-Net tensor: {axis: (level, grouped)}, where `grouped` marks an axis made
+    of several level-wide groups (a dense block's concatenated inputs, a decoder's skip and upsampled
+    features) rather than one. Frequency axes (TDF layers) and the spectral input and output are not
+    channel axes."""
+    parts = key.split(".")
+    if parts[0] != "net" or ".tdf.fc" in key or key.endswith("num_batches_tracked"):
+        return {}
+    part, index = parts[1], (int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None)
+    if part == "first":
+        return {0: (0, False)}
+    if part == "last":
+        return {1: (0, False)} if ndim > 1 else {}
+    if part == "downs":  # Conv2d (out = level + 1, in = level) and its norm
+        return {0: (index + 1, False), 1: (index, False)} if ndim > 1 else {0: (index + 1, False)}
+    if part == "ups":  # ConvTranspose2d: weight (in = level + 1, out = level); bias and norm: out
+        return {0: (index + 1, False), 1: (index, False)} if ndim > 1 else {0: (index, False)}
+    if part in ("encoders", "decoders"):
+        level = index
+    elif part in ("bottleneck", "temporal"):
+        level = None  # the deepest level, filled in by the caller
+    else:
+        return {}
+    return {0: (level, True), 1: (level, True)} if ndim > 1 else {0: (level, True)}
+
+
+def _wider_channels(source: dict, target: dict) -> dict:
+    """A checkpoint's U-Net widened to the module's: more channels at every level (a larger `channels`).
+
+    Each old channel keeps its weights in its place (within each group of a concatenation), the new
+    channels start as the module initialised them, and every old channel reads the new ones with
+    zero weights. So the old channels, the mask and the speech are computed exactly as before, in
+    training as in evaluation (batch norm is per channel), while the new channels already respond to
+    the input: their outgoing weights get gradients from the first step and the added capacity is
+    trained from the trained model instead of from scratch. Only growth is handled: the same number
+    of levels, the same `channel_mult`, every level at least as wide as before.
+    """
+    old, new = _level_widths(source), _level_widths(target)
+    if old is None or new is None or old == new or len(old) != len(new) or any(n < o for o, n in zip(old, new)):
+        return {}
+    if any(n * old[0] != o * new[0] for o, n in zip(old, new)):  # another channel_mult: not a growth
+        return {}
+    deepest = len(old) - 1
+
+    def positions(size: int, level: int, grouped: bool) -> torch.Tensor:
+        """Where the `size` old entries of an axis go in the wider one."""
+        groups = size // old[level] if grouped else 1
+        width = old[level] if grouped else size
+        return torch.cat([g * new[level] + torch.arange(width) for g in range(groups)])
+
+    widened = {}
+    for key, have in source.items():
+        want = target.get(key)
+        if want is None or want.shape == have.shape or want.ndim != have.ndim:
+            continue
+        dims = {axis: (deepest if level is None else level, grouped)
+                for axis, (level, grouped) in _channel_dims(key, have.ndim).items()}
+        if any(want.shape[a] != have.shape[a] for a in range(have.ndim) if a not in dims):
+            continue  # another change than width: left to the shape check
+        index = [positions(have.shape[a], *dims[a]) if a in dims else torch.arange(have.shape[a])
+                 for a in range(have.ndim)]
+        if any(len(ix) != have.shape[a] or int(ix[-1]) >= want.shape[a] for a, ix in enumerate(index)):
+            continue
+        grown = want.clone()
+        grown[torch.meshgrid(*index, indexing="ij")] = have
+        reads = 0 if key.startswith("net.ups.") else 1  # the axis of a weight's inputs
+        if have.ndim > 1 and reads in dims:
+            out_axis = 1 - reads
+            fresh_inputs = torch.ones(want.shape[reads], dtype=torch.bool)
+            fresh_inputs[index[reads]] = False
+            old_outputs = index[out_axis]
+            weights = grown.movedim((out_axis, reads), (0, 1))  # a view: (outputs, inputs, ...)
+            weights[old_outputs[:, None], fresh_inputs.nonzero().flatten()[None, :]] = 0
         widened[key] = grown
     return widened
 
