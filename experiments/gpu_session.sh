@@ -8,6 +8,10 @@
 #   - with SPEAKERS=1, the same for the shipped two-speaker model (experiment=pretrained_speakers), beside it;
 #   - experiments/gpu_check.sh: the GAN pipeline in fp32, bf16 and fp16 for each seed in SEEDS,
 #     `separate`/`evaluate` on cuda.
+# Capacity grows from the shipped weights through init_weights (README, "Training"): e.g.
+#   EXTRA="model.unet.channels=12 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
+# starts a U-Net 1.5 times as wide at every level as exactly the shipped model (the run the CPU cannot
+# afford: about 2.25 times the work; experiments/ABLATION.md, "capacity grown into version 5").
 # Here first:  ../shared/gpu/bundle.sh && .venv/bin/python experiments/gpu_train_data.py
 # There (the `run` tool, carry [".gpu"], timeout_s 540):  bash experiments/gpu_session.sh
 # Back in $OUT: each fine-tuned model's best and last checkpoints, gpu_check's bf16 generator, logs.tgz
