@@ -192,15 +192,15 @@ def test_wider_tdf_layers_start_as_the_narrower_model(tmp_path):
     torch.testing.assert_close(*trained, rtol=0, atol=0.005 * trained[1].abs().max().item())  # fresh units: 0.016
 
 
-@pytest.mark.parametrize("block", ["tfc_tdf", "dense"])
+@pytest.mark.parametrize("block", ["tfc_tdf", "tfc", "dense", "conv"])
 def test_a_wider_unet_starts_as_the_narrower_model_and_trains_its_new_channels(tmp_path, block):
     from sepgan.models import transfer_weights
     from tests.conftest import TINY_DILATED, save_checkpoint, tiny_separator
 
-    narrow = tiny_separator(*TINY_DILATED, f"model.unet.block={block}", "model.unet.layers=2", seed=1)
+    settings = (*TINY_DILATED, f"model.unet.block={block}", "model.unet.layers=2")
+    narrow = tiny_separator(*settings, seed=1)
     source = save_checkpoint(narrow, tmp_path / "narrow.ckpt")
-    wide = tiny_separator(*TINY_DILATED, f"model.unet.block={block}", "model.unet.layers=2",
-                          "model.unet.channels=3", seed=5)
+    wide = tiny_separator(*settings, "model.unet.channels=3", seed=5)
     assert (wide.net.first.out_channels, wide.net.downs[-1][0].out_channels) == (3, 48)  # 2 and 32 before
     copied, fresh = transfer_weights(wide, source)
     assert not fresh
@@ -211,6 +211,23 @@ def test_a_wider_unet_starts_as_the_narrower_model_and_trains_its_new_channels(t
     assert wide.net.last.weight[:, 2:].abs().sum() == 0  # the new channels are not heard yet ...
     trained[0].square().mean().backward()
     assert wide.net.last.weight.grad[:, 2:].abs().sum() > 0  # ... but learn to be from the first step
+
+
+def test_growth_combines_with_a_deep_filter_and_refuses_what_is_not_growth(tmp_path):
+    from sepgan.models import transfer_weights
+    from tests.conftest import save_checkpoint, tiny_separator
+
+    narrow = tiny_separator()
+    source = save_checkpoint(narrow, tmp_path / "narrow.ckpt")
+    x = torch.randn(8000) * 0.1
+    for grown in (("model.mask_frames=3", "model.unet.channels=3"),  # a wider U-Net with a 3-frame head
+                  ("model.unet.channels=3", "model.unet.channel_mult=3")):  # deeper levels grow faster
+        wide = tiny_separator(*grown, seed=5)
+        transfer_weights(wide, source)
+        torch.testing.assert_close(wide.separate(x), narrow.separate(x))
+    for other in (("model.unet.channels=1",), ("model.unet.channels=3", "model.unet.n_blocks=9")):  # not growth
+        with pytest.raises(ValueError, match="weights of another shape"):
+            transfer_weights(tiny_separator(*other), source)
 
 
 def test_saved_separator_carries_its_receptive_field_so_loading_needs_no_probe(tmp_path, monkeypatch):

@@ -104,8 +104,8 @@ def _centre_taps(source: dict, target: dict, taps: int) -> dict:
         if taps == 1 or key not in source or key not in target:
             continue
         have, want = source[key], target[key]
-        if want.shape[0] == have.shape[0] * taps and have.shape[1:] == want.shape[1:]:
-            head = torch.zeros_like(want)
+        if want.shape[0] == have.shape[0] * taps and have.shape[2:] == want.shape[2:]:
+            head = have.new_zeros((want.shape[0], *have.shape[1:]))  # its inputs widened next, if the U-Net grew
             head[have.shape[0] * (taps // 2):have.shape[0] * (taps // 2 + 1)] = have
             widened[key] = head
     return widened
@@ -153,80 +153,81 @@ def _level_widths(state: dict) -> list[int] | None:
     return widths
 
 
-def _channel_dims(key: str, ndim: int) -> dict[int, tuple[int, bool]]:
-    """The channel axes of a U-Net tensor: {axis: (level, grouped)}, where `grouped` marks an axis made
-    of several level-wide groups (a dense block's concatenated inputs, a decoder's skip and upsampled
-    features) rather than one. Frequency axes (TDF layers) and the spectral input and output are not
-    channel axes."""
+def _channel_dims(key: str, ndim: int) -> tuple[dict[int, tuple[int | None, bool]], int]:
+    """The channel axes of a U-Net tensor and the axis a weight reads its inputs along.
+
+    The axes come as {axis: (level, concatenated)}: the level whose width the axis has (None: the
+    deepest) and whether it may hold several level-wide groups side by side (a dense layer's
+    concatenated inputs, a decoder's upsampled and skip features). Frequency axes (TDF layers) and
+    the spectral input and output are not channel axes.
+    """
     parts = key.split(".")
     if parts[0] != "net" or ".tdf.fc" in key or key.endswith("num_batches_tracked"):
-        return {}
+        return {}, 1
     part, index = parts[1], (int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None)
     if part == "first":
-        return {0: (0, False)}
+        return {0: (0, False)}, 1
     if part == "last":
-        return {1: (0, False)} if ndim > 1 else {}
+        return ({1: (0, False)} if ndim > 1 else {}), 1
     if part == "downs":  # Conv2d (out = level + 1, in = level) and its norm
-        return {0: (index + 1, False), 1: (index, False)} if ndim > 1 else {0: (index + 1, False)}
+        return ({0: (index + 1, False), 1: (index, False)} if ndim > 1 else {0: (index + 1, False)}), 1
     if part == "ups":  # ConvTranspose2d: weight (in = level + 1, out = level); bias and norm: out
-        return {0: (index + 1, False), 1: (index, False)} if ndim > 1 else {0: (index, False)}
-    if part in ("encoders", "decoders"):
-        level = index
-    elif part in ("bottleneck", "temporal"):
-        level = None  # the deepest level, filled in by the caller
-    else:
-        return {}
-    return {0: (level, True), 1: (level, True)} if ndim > 1 else {0: (level, True)}
+        return ({0: (index + 1, False), 1: (index, False)} if ndim > 1 else {0: (index, False)}), 0
+    if part not in ("encoders", "decoders", "bottleneck", "temporal"):
+        return {}, 1
+    level = index if part in ("encoders", "decoders") else None
+    return ({0: (level, True), 1: (level, True)} if ndim > 1 else {0: (level, True)}), 1
 
 
 def _wider_channels(source: dict, target: dict) -> dict:
-    """A checkpoint's U-Net widened to the module's: more channels at every level (a larger `channels`).
+    """A checkpoint's U-Net widened to the module's: more channels at some or every level (e.g. a
+    larger `channels`).
 
     Each old channel keeps its weights in its place (within each group of a concatenation), the new
     channels start as the module initialised them, and every old channel reads the new ones with
     zero weights. So the old channels, the mask and the speech are computed exactly as before, in
-    training as in evaluation (batch norm is per channel), while the new channels already respond to
-    the input: their outgoing weights get gradients from the first step and the added capacity is
-    trained from the trained model instead of from scratch. Only growth is handled: the same number
-    of levels, the same `channel_mult`, every level at least as wide as before.
+    training as in evaluation (batch norm is per channel; dropout, if any, only in distribution),
+    while the new channels already respond to the input: their outgoing weights get gradients from
+    the first step, and the added capacity trains from the trained model instead of from scratch.
+    Only growth is handled: the same number of levels, none narrower than before.
     """
     old, new = _level_widths(source), _level_widths(target)
     if old is None or new is None or old == new or len(old) != len(new) or any(n < o for o, n in zip(old, new)):
         return {}
-    if any(n * old[0] != o * new[0] for o, n in zip(old, new)):  # another channel_mult: not a growth
-        return {}
     deepest = len(old) - 1
 
-    def positions(size: int, level: int, grouped: bool) -> torch.Tensor:
-        """Where the `size` old entries of an axis go in the wider one."""
-        groups = size // old[level] if grouped else 1
-        width = old[level] if grouped else size
-        return torch.cat([g * new[level] + torch.arange(width) for g in range(groups)])
+    def placement(size: int, level: int, concatenated: bool) -> tuple[torch.Tensor, int]:
+        """Where the `size` old entries of a channel axis go, and how long the axis must now be."""
+        groups = size // old[level] if concatenated else 1
+        if groups * old[level] != size:
+            return torch.empty(0, dtype=torch.long), -1
+        return torch.cat([g * new[level] + torch.arange(old[level]) for g in range(groups)]), groups * new[level]
 
     widened = {}
     for key, have in source.items():
         want = target.get(key)
         if want is None or want.shape == have.shape or want.ndim != have.ndim:
             continue
-        dims = {axis: (deepest if level is None else level, grouped)
-                for axis, (level, grouped) in _channel_dims(key, have.ndim).items()}
-        if any(want.shape[a] != have.shape[a] for a in range(have.ndim) if a not in dims):
-            continue  # another change than width: left to the shape check
-        index = [positions(have.shape[a], *dims[a]) if a in dims else torch.arange(have.shape[a])
-                 for a in range(have.ndim)]
-        if any(len(ix) != have.shape[a] or int(ix[-1]) >= want.shape[a] for a, ix in enumerate(index)):
-            continue
-        grown = want.clone()
-        grown[torch.meshgrid(*index, indexing="ij")] = have
-        reads = 0 if key.startswith("net.ups.") else 1  # the axis of a weight's inputs
-        if have.ndim > 1 and reads in dims:
-            out_axis = 1 - reads
-            fresh_inputs = torch.ones(want.shape[reads], dtype=torch.bool)
-            fresh_inputs[index[reads]] = False
-            old_outputs = index[out_axis]
-            weights = grown.movedim((out_axis, reads), (0, 1))  # a view: (outputs, inputs, ...)
-            weights[old_outputs[:, None], fresh_inputs.nonzero().flatten()[None, :]] = 0
-        widened[key] = grown
+        dims, reads = _channel_dims(key, have.ndim)
+        index = []
+        for axis in range(have.ndim):
+            if axis in dims:
+                level, concatenated = dims[axis]
+                ix, length = placement(have.shape[axis], deepest if level is None else level, concatenated)
+            else:
+                ix, length = torch.arange(have.shape[axis]), have.shape[axis]
+            if length != want.shape[axis]:
+                break  # another change than width: left to the shape check
+            index.append(ix)
+        else:
+            grown = want.clone()
+            grown[torch.meshgrid(*index, indexing="ij")] = have.to(grown)
+            if have.ndim > 1 and reads in dims:  # old outputs must not hear the new inputs
+                fresh_inputs = torch.ones(want.shape[reads], dtype=torch.bool)
+                fresh_inputs[index[reads]] = False
+                weights = grown.movedim((1 - reads, reads), (0, 1))  # a view: (outputs, inputs, ...)
+                weights[index[1 - reads][:, None], fresh_inputs.nonzero().flatten()[None, :]] = 0
+            widened[key] = grown
     return widened
 
 
