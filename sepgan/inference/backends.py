@@ -44,7 +44,10 @@ class TorchBackend:
 
     def __init__(self, model: Separator, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        # channels-last weights and features: oneDNN's CPU convolutions run them faster, with the same
+        # results (the shipped model, 60 s, one thread: 0.027 -> 0.024 for a first run, 0.026 -> 0.021
+        # after it; experiments/torch_memory_format.py)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.frontend = model.frontend
         self.time_factor = model.net.factor
         # measured when the checkpoint was saved (`save_separator`), else on first use
@@ -59,7 +62,8 @@ class TorchBackend:
     def speech_features(self, features: torch.Tensor) -> torch.Tensor:
         """Speech features on the model's device, whatever device `features` came from."""
         with torch.inference_mode():
-            return self.model.separate_features(features.to(self.device))[0]
+            features = features.to(self.device).contiguous(memory_format=torch.channels_last)
+            return self.model.separate_features(features)[0]
 
     def describe(self) -> dict:
         return dict(backend=self.name, parameters=sum(p.numel() for p in self.model.parameters()),
