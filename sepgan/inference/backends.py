@@ -45,8 +45,8 @@ class TorchBackend:
     def __init__(self, model: Separator, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         # channels-last weights and features: oneDNN's CPU convolutions run them faster, with the same
-        # results (the shipped model, 60 s, one thread: 0.027 -> 0.024 for a first run, 0.026 -> 0.021
-        # after it; experiments/torch_memory_format.py)
+        # results (the shipped model, 60 s, one thread: 0.028 -> 0.024 after the first run, which gains
+        # little; experiments/torch_memory_format.py)
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.frontend = model.frontend
         self.time_factor = model.net.factor
