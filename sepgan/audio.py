@@ -244,6 +244,9 @@ def rms(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x.pow(2).mean(dim=-1, keepdim=True).add(eps).sqrt()
 
 
+WINDOWS = ("hann", "sine")
+
+
 @dataclass(frozen=True)
 class FrontEnd:
     """The STFT front-end: owns sample rate, n_fft, hop, window and the representation.
@@ -251,9 +254,14 @@ class FrontEnd:
     `complex` features are 2 channels (real, imaginary); `magnitude` features are 1 channel and
     the way back reuses the mixture's phase. `compress` < 1 applies power-law compression to the
     magnitude (phase untouched), which evens out loud low bins and quiet high ones; 1 keeps the
-    linear spectrogram of the original study. With a periodic Hann window and hop <= n_fft/2 the
-    inverse is exact up to float precision. The STFT is normalised by 1/sqrt(n_fft) so feature
-    values are on the scale of the samples whatever the window length.
+    linear spectrogram of the original study. With hop <= n_fft/2 the inverse is exact up to float
+    precision.
+
+    `window` is the analysis and synthesis window: `hann` (the study's) or `sine` (the square root
+    of Hann). At 50 % overlap the sine window's squares sum to one, so the inverse returns errors in
+    the bins (a model's mistakes) with the same power at every sample; Hann's inverse divides by a
+    sum of squares that dips to 0.5 half-way between frames, doubling their power there
+    (experiments/ABLATION.md, "The sine window").
     """
 
     sample_rate: int = 16000
@@ -261,8 +269,11 @@ class FrontEnd:
     hop_length: int = 128
     representation: str = "complex"
     compress: float = 1.0
+    window: str = "hann"
 
     def __post_init__(self):
+        if self.window not in WINDOWS:
+            raise ValueError(f"frontend.window must be one of {', '.join(WINDOWS)}, got '{self.window}'")
         if self.representation not in ("complex", "magnitude"):
             raise ValueError(
                 f"frontend.representation must be 'complex' or 'magnitude', got '{self.representation}'"
@@ -287,7 +298,8 @@ class FrontEnd:
         return n_samples // self.hop_length + 1
 
     def _window(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.hann_window(self.n_fft, device=like.device, dtype=like.dtype)
+        hann = torch.hann_window(self.n_fft, device=like.device, dtype=like.dtype)
+        return hann.sqrt() if self.window == "sine" else hann
 
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
         """Complex spectrogram (..., freq, frames) of waveforms (..., samples), in full precision."""

@@ -21,6 +21,7 @@ CASES = [  # override, the start of the message
     ("data.batch_size=2.5", "data.batch_size=2.5: expected a whole number >= 1"),
     ("model.unet.n_blocks=4", "model.unet.n_blocks=4: expected an odd number from 3 to 17"),
     ("model.unet.n_blocks=19", "model.unet.n_blocks=19: expected an odd number from 3 to 17"),
+    ("frontend.window=hamming", "frontend.window must be one of hann, sine, got 'hamming'"),
     ("gan.objective=wgan", "gan.objective='wgan': expected one of bce, hinge, lsgan"),
     ("stage=pretrain", "stage='pretrain': expected one of generator, discriminator, adversarial, gan, validate"),
     ("ckpt_path=last", "ckpt_path=last: no stage=generator run of 'demo'"),

@@ -78,9 +78,11 @@ def test_bad_model_settings_are_named(kwargs, message):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = Separator(FrontEnd(8000, 300, 75, representation="magnitude"), unet=dict(n_blocks=3, channels=4))
+    model = Separator(FrontEnd(8000, 300, 75, representation="magnitude", window="sine"),
+                      unet=dict(n_blocks=3, channels=4))
     save_separator(model, tmp_path / "m.ckpt")
     loaded = load_separator(str(tmp_path / "m.ckpt"))
+    assert loaded.frontend == model.frontend
     x = torch.randn(8000)
     torch.testing.assert_close(loaded.separate(x), model.separate(x))
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")

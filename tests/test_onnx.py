@@ -118,10 +118,12 @@ def test_dilated_preset_exports_and_matches_pytorch(tmp_path):
     assert backend.receptive_field == receptive_field(model) > 15 * model.net.factor  # the dilations' reach
 
 
-def test_deep_filter_exports_and_separates_in_exact_chunks(tmp_path):
-    model = tiny_separator("model.mask_frames=3", seed=2)
+@pytest.mark.parametrize("override", ["model.mask_frames=3", "frontend.window=sine"])
+def test_deep_filter_and_sine_window_export_and_separate_in_exact_chunks(tmp_path, override):
+    model = tiny_separator(override, seed=2)
     path = export_onnx(model, tmp_path / "df.onnx")
     assert check_onnx(model, path) <= TOLERANCE
+    assert OnnxBackend(path).frontend == model.frontend  # the window travels in the file's metadata
     signal = noisy_speech(3.0, model.frontend.sample_rate)
     whole = model.separate(torch.from_numpy(signal)).numpy()
     for backend in (TorchBackend(model), OnnxBackend(path)):
