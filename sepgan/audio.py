@@ -261,7 +261,7 @@ class FrontEnd:
     of Hann). At 50 % overlap the sine window's squares sum to one, so the inverse returns errors in
     the bins (a model's mistakes) with the same power at every sample; Hann's inverse divides by a
     sum of squares that dips to 0.5 half-way between frames, doubling their power there
-    (experiments/ABLATION.md, "The sine window").
+    (experiments/ABLATION.md, "A follow-up: the sine window").
     """
 
     sample_rate: int = 16000

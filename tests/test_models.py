@@ -92,6 +92,20 @@ def test_checkpoint_round_trip(tmp_path):
         load_separator(str(tmp_path / "nothing.ckpt"))
 
 
+def test_checkpoints_from_before_the_window_option_load_as_hann_and_a_changed_front_end_is_named(tmp_path):
+    from sepgan.models.checkpoints import front_end_changes
+
+    model = Separator(FrontEnd(8000, 300, 75), unet=dict(n_blocks=3, channels=4))
+    save_separator(model, tmp_path / "m.ckpt")
+    checkpoint = torch.load(tmp_path / "m.ckpt", weights_only=False)
+    del checkpoint["separator_config"]["frontend"]["window"]  # as written before the option existed
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    assert load_separator(str(tmp_path / "old.ckpt")).frontend.window == "hann"
+    assert front_end_changes(model, tmp_path / "old.ckpt") == []
+    sine = Separator(FrontEnd(8000, 300, 75, window="sine"), unet=dict(n_blocks=3, channels=4))
+    assert front_end_changes(sine, tmp_path / "old.ckpt") == ["frontend.window: hann -> sine"]
+
+
 def test_a_given_scale_replaces_the_mixture_level():
     torch.manual_seed(0)
     model = Separator(FrontEnd(8000, 300, 75), unet=dict(n_blocks=3, channels=4)).eval()

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 
 import numpy as np
 import onnx
@@ -45,6 +46,17 @@ def test_onnx_features_match_pytorch(exported, tiny_checkpoint):
     assert backend.time_factor == model.net.factor
     assert backend.receptive_field == receptive_field(model)
     assert backend.frontend == model.frontend
+
+
+def test_onnx_files_from_before_the_window_option_load_as_hann(exported, tmp_path):
+    model = onnx.load(str(exported))
+    for prop in model.metadata_props:
+        if prop.key == "sepgan.frontend":
+            settings = json.loads(prop.value)
+            del settings["window"]  # as exported before the option existed
+            prop.value = json.dumps(settings)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    assert OnnxBackend(tmp_path / "old.onnx").frontend.window == "hann"
 
 
 def test_onnx_backend_separates_like_pytorch(exported, tiny_checkpoint):

@@ -6,11 +6,13 @@ The LightningModules store each network's constructor arguments next to its weig
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from sepgan.audio import FrontEnd
 from sepgan.models.discriminator import Discriminator
 from sepgan.models.receptive_field import receptive_field
 from sepgan.models.separator import Separator
@@ -91,6 +93,20 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
         raise ValueError(f"'{path}': none of its {name} weights fit this model")
     module.load_state_dict({k: source[k] for k in copied}, strict=False)
     return copied, [k for k in target if k not in source]
+
+
+def front_end_changes(module: nn.Module, path: str | Path) -> list[str]:
+    """`frontend.KEY: trained -> now` for each front-end setting of `module` that differs from the one the
+    checkpoint's separator was trained with (older checkpoints lack later keys: their defaults apply).
+
+    `transfer_weights` copies tensors only, so weights trained on one spectrogram (a Hann window, say)
+    can start a model that sees another; the caller says so, since the start is then not the same model.
+    """
+    config = read_checkpoint(path).get("separator_config") or {}
+    if "frontend" not in config or not hasattr(module, "frontend"):
+        return []
+    trained, now = asdict(FrontEnd(**config["frontend"])), asdict(module.frontend)
+    return [f"frontend.{key}: {trained[key]} -> {now[key]}" for key in now if trained[key] != now[key]]
 
 
 def _centre_taps(source: dict, target: dict, taps: int) -> dict:

@@ -37,6 +37,7 @@ from sepgan.data import SeparationDataModule
 from sepgan.training import resume
 from sepgan.training.distributed import strategy_with_unused_parameters
 from sepgan.models import Separator, SpeakerSeparator, load_discriminator, load_separator, transfer_weights
+from sepgan.models.checkpoints import front_end_changes
 from sepgan.training.systems.adversarial import AdversarialGuard, AdversarialSystem
 from sepgan.training.systems.callbacks import LastCheckpoint, model_checkpoint
 from sepgan.training.systems.discriminator import DiscriminatorSystem
@@ -257,6 +258,10 @@ def run_generator(cfg: DictConfig, datamodule: SeparationDataModule | None = Non
         copied, fresh = transfer_weights(separator, cfg.init_weights)
         log.info("init_weights: %d tensors copied from %s; %d start fresh%s", len(copied), cfg.init_weights,
                  len(fresh), f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else "")
+        changes = front_end_changes(separator, cfg.init_weights)
+        if changes:
+            log.warning("init_weights: %s was trained on another spectrogram (%s): this run starts near that "
+                        "model, not as it", cfg.init_weights, "; ".join(changes))
     system = _generator_system(separator, loss, instantiate(cfg.optim), bool(cfg.get("freeze_separator")))
     resume_from = resume.stage_checkpoint(cfg)
     trainer = build_trainer(cfg, "generator", resume_from=resume_from)
