@@ -28,6 +28,17 @@ def test_shipped_model_is_small_and_holds_only_the_separator():
     assert load_separator(path).frontend.sample_rate == 16000
 
 
+def test_the_pretrained_preset_builds_the_shipped_models_front_end():
+    """`experiment=pretrained` is the shipped model's recipe: fine-tuning the shipped weights with it
+    (init_weights= copies tensors only) must see the spectrogram they were trained on."""
+    from sepgan.audio import FrontEnd
+    from sepgan.training.config import compose_config
+
+    preset = compose_config(["experiment=pretrained"]).frontend
+    settings = {key: value for key, value in preset.items() if key != "_target_"}
+    assert FrontEnd(**settings) == load_separator(default_checkpoint()).frontend
+
+
 @needs_shared
 def test_shipped_model_improves_held_out_real_mixtures():
     separator = load_separator(default_checkpoint())
