@@ -202,3 +202,15 @@ def test_debug_overfit_repeats_the_same_training_mixtures(make_cfg):
 def test_debug_profiler_writes_a_report_in_the_run_folder(make_cfg, tmp_path):
     run_generator(make_cfg("+experiment=tone", "debug=profiler", "trainer.max_steps=2"))
     assert "run_training_epoch" in (tmp_path / "run" / "fit-profile.txt").read_text()
+
+
+def test_init_weights_from_another_front_end_warns_and_names_the_setting(make_cfg, tmp_path, caplog):
+    """Weights trained on Hann spectrograms start a sine-window model: the run says the start is not that model."""
+    from sepgan.training.config import build_separator
+    from tests.conftest import save_checkpoint
+
+    save_checkpoint(build_separator(make_cfg("experiment=demo")), tmp_path / "hann.ckpt")
+    with caplog.at_level("WARNING", logger="sepgan"):
+        run_generator(make_cfg("experiment=demo", f"init_weights={tmp_path / 'hann.ckpt'}", "frontend.window=sine",
+                               "trainer.max_steps=1"))
+    assert "frontend.window: hann -> sine" in caplog.text
