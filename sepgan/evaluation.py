@@ -362,13 +362,22 @@ class Report:
         return {method: {metric: _stats([r[metric] for r in rows if r["method"] == method]) for metric in self.metrics}
                 for method in self.methods}
 
+    def _grouped(self, key: str, name) -> dict[str, dict]:
+        """Scores of the rows whose `key` is known, grouped by `name(row[key])`, in the order of the key."""
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for row in sorted((r for r in self.rows if r.get(key) is not None), key=lambda r: r[key]):
+            groups[name(row[key])].append(row)
+        return {group: {"files": len({r["file"] for r in rows}), "methods": self._means(rows)}
+                for group, rows in groups.items()}
+
     def by_snr(self) -> dict[str, dict]:
         """Scores per input-SNR bin (5 dB wide), when the SNRs are known."""
-        bins: dict[str, list[dict]] = defaultdict(list)
-        for row in sorted((r for r in self.rows if r["snr_db"] is not None), key=lambda r: r["snr_db"]):
-            bins[snr_bin(row["snr_db"])].append(row)
-        return {name: {"files": len({r["file"] for r in rows}), "methods": self._means(rows)}
-                for name, rows in bins.items()}
+        return self._grouped("snr_db", snr_bin)
+
+    def by_noise(self) -> dict[str, dict]:
+        """Scores per noise class, when the classes are known (mixtures of a data config): the noises a
+        model handles worst, which a mean over every class hides."""
+        return self._grouped("noise_class", str)
 
     def summary(self) -> dict:
         return {
@@ -381,6 +390,7 @@ class Report:
             "real_time_factor": {m: self.processing_seconds[m] / self.audio_seconds for m in self.methods},
             "methods": self._means(self.rows),
             "by_snr": self.by_snr(),
+            "by_noise": self.by_noise(),
             "skipped": self.skipped,
             "notes": self.notes,
         }
@@ -396,7 +406,7 @@ class Report:
                 for method in self.methods]
 
     def markdown(self) -> str:
-        """Means over files of every measure for every method; a per-SNR table when SNRs are known."""
+        """Means over files of every measure for every method; per-SNR and per-noise tables when those are known."""
         columns = " | ".join(METRIC_LABELS[m] for m in self.metrics)
         decibels = [METRIC_LABELS[m] for m in self.metrics if m in ("si_sdr", "si_sdri", "sdr", "sir", "sar")]
         units = [f"{', '.join(decibels)} in dB"] if decibels else []
@@ -406,12 +416,12 @@ class Report:
                  + "".join(f"; {u}" for u in units) + ".", "",
                  f"| method | {columns} |", "|---" * (len(self.metrics) + 1) + "|",
                  *self._table(self._means(self.rows))]
-        by_snr = self.by_snr()
-        if by_snr:
-            lines += ["", "By input SNR:", "", f"| SNR | files | method | {columns} |",
-                      "|---" * (len(self.metrics) + 3) + "|"]
-            for name, part in by_snr.items():
-                lines += self._table(part["methods"], lead=[name, str(part["files"])])
+        for title, head, groups in (("By input SNR", "SNR", self.by_snr()), ("By noise", "noise", self.by_noise())):
+            if groups:
+                lines += ["", f"{title}:", "", f"| {head} | files | method | {columns} |",
+                          "|---" * (len(self.metrics) + 3) + "|"]
+                for name, part in groups.items():
+                    lines += self._table(part["methods"], lead=[name, str(part["files"])])
         if self.skipped:
             lines += ["", f"Skipped {len(self.skipped)} file(s): "
                       + "; ".join(f"{name}: {why}" for name, why in self.skipped.items())]

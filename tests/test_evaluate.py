@@ -180,7 +180,7 @@ def test_nothing_scorable_is_an_error(tmp_path, checkpoint, capsys):
     assert "no example could be scored (quiet: the noisy input is silent)" in capsys.readouterr().err
 
 
-def test_config_mixtures_give_a_per_snr_breakdown_without_a_model():
+def test_config_mixtures_give_per_snr_and_per_noise_breakdowns_without_a_model():
     data = ["synthetic_speakers=6", "synthetic_utterances=1", "synthetic_noise_recordings=3",
             "synthetic_seconds=1.5", "segment_seconds=1.0", "snr_db=[-5,10]"]
     examples = ConfigMixtures(data, SR, split="test", count=4)
@@ -192,7 +192,15 @@ def test_config_mixtures_give_a_per_snr_breakdown_without_a_model():
     by_snr = report.by_snr()
     assert sum(part["files"] for part in by_snr.values()) == 4
     assert "By input SNR:" in report.markdown()
-    assert all(r["noise_class"] in ("air_conditioner", "dog_bark", "siren", "tone") for r in report.rows)
+    classes = [r["noise_class"] for r in report.rows if r["method"] == "noisy"]
+    assert set(classes) <= {"air_conditioner", "dog_bark", "siren", "tone"}
+    by_noise = report.by_noise()
+    assert list(by_noise) == sorted(set(classes))
+    for name, part in by_noise.items():  # each class's mean is the mean of its own files
+        assert part["files"] == classes.count(name)
+        mine = [r["si_sdr"] for r in report.rows if r["noise_class"] == name and r["method"] == "oracle_irm"]
+        assert part["methods"]["oracle_irm"]["si_sdr"]["mean"] == pytest.approx(np.mean(mine))
+    assert "By noise:" in report.markdown() and report.summary()["by_noise"].keys() == by_noise.keys()
     # the same config and seed give the same held-out mixtures
     again = next(iter(ConfigMixtures(data, SR, split="test", count=1)))
     np.testing.assert_array_equal(again.mixture, first.mixture)
