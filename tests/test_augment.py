@@ -7,6 +7,7 @@ from sepgan.data import SeparationDataModule
 from sepgan.data.augment import (
     BABBLE,
     COLOURED,
+    SIREN,
     AugmentConfig,
     Augmenter,
     biquad,
@@ -14,6 +15,7 @@ from sepgan.data.augment import (
     coloured_noise,
     convolve,
     room_impulse_response,
+    siren_noise,
 )
 from sepgan.data.mixing import power
 from sepgan.training.config import compose_config
@@ -63,6 +65,46 @@ def test_coloured_noise_has_the_asked_spectral_slope(exponent):
     slope = np.polyfit(np.log10(f[band]), np.log10(p[band]), 1)[0]
     assert abs(slope + exponent) < 0.1
     assert abs(power(x) - 1.0) < 1e-9
+
+
+def test_synthetic_sirens_are_tonal_in_the_siren_band_and_vary_in_pitch_and_level():
+    sweeps = gaps = 0
+    for seed in range(40):
+        x = siren_noise(3 * SR, SR, np.random.default_rng(seed))
+        assert x.shape == (3 * SR,) and np.isfinite(x).all() and abs(power(x) - 1.0) < 1e-9
+        f, p = sps.welch(x, fs=SR, nperseg=1024)
+        flatness = np.exp(np.mean(np.log(p[1:] + 1e-20))) / np.mean(p[1:])
+        assert flatness < 0.05  # tones, not noise (white noise: about 0.56)
+        assert 300 <= f[np.argmax(p)] <= 4400
+        _, _, frames = sps.stft(x, fs=SR, nperseg=512)
+        energy = np.abs(frames[:, 2:-2]) ** 2
+        loud = energy.sum(0)
+        pitch = np.argmax(energy, axis=0)[loud > 0.1 * loud.max()]  # the loudest bin of each sounding frame
+        sweeps += pitch.max() > 1.3 * pitch.min()
+        gaps += loud.min() < 0.01 * loud.max()  # a pulsing alarm's silences
+    assert 5 <= sweeps <= 35 and 3 <= gaps <= 25  # sweeps and two-tones, beeping alarms, and steady tones
+
+
+def test_siren_sources_are_labelled_siren_and_make_the_noise_of_the_mixture():
+    dm = datamodule(sources={SIREN: 1.0})
+    labels = dm.datasets["train"].noise_labels
+    for example in examples(dm, 6):
+        assert_sums(example)
+        assert labels[example["noise_class"]] == SIREN
+        f, p = sps.welch(example["noise"].numpy().astype(np.float64), fs=SR, nperseg=512)
+        assert np.exp(np.mean(np.log(p[1:] + 1e-20))) / np.mean(p[1:]) < 0.1
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_the_siren_label_is_added_only_when_sirens_are_made(weight):
+    torch.manual_seed(0)
+    dm = SeparationDataModule(**SMALL, noise_classes=["dog_bark"],
+                              augment={**QUIET, "sources": {"recorded": 1.0, SIREN: weight}})
+    dm.setup()
+    labels = dm.datasets["train"].noise_labels
+    assert (SIREN in labels) == (weight > 0)
+    made = {labels[e["noise_class"]] for e in examples(dm, 12)}
+    assert made == ({"dog_bark", SIREN} if weight else {"dog_bark"})
 
 
 def test_biquads_have_the_asked_gain():
@@ -256,7 +298,7 @@ def test_evaluate_can_score_augmented_held_out_mixtures_with_their_noise_kinds()
     data = ["synthetic_speakers=30", "synthetic_utterances=1", "synthetic_noise_recordings=3", "synthetic_seconds=1.0",
             "segment_seconds=0.5", "augment.eval=true", "augment.sources.recorded=0"]  # 3 test speakers
     held_out = list(ConfigMixtures(data, 8000, split="test", count=8))
-    assert {e.noise_class for e in held_out} == {BABBLE, COLOURED}
+    assert {e.noise_class for e in held_out} == {BABBLE, COLOURED, SIREN}
     assert all(-5.0 - 1e-3 <= e.snr_db <= 20.0 + 1e-3 for e in held_out)
     again = list(ConfigMixtures(data, 8000, split="test", count=8))
     assert all(np.array_equal(a.mixture, b.mixture) for a, b in zip(held_out, again))
