@@ -173,9 +173,9 @@ SIREN_PATTERNS = ("wail", "yelp", "two_tone", "pulse")
 def siren_noise(length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """A synthetic siren or alarm at unit power: one of `SIREN_PATTERNS`, each drawn afresh.
 
-    Why: the shipped model (version 6) removes the training split's recorded sirens by 11.4 dB
+    Why: version 6 of the shipped model removed the training split's recorded sirens by 11.4 dB
     SI-SDRi but the test split's by 5.6, the largest gap of any class: some thirty recorded clips
-    teach those sirens, not sirens. These vary what a siren is: a wail (a sweep up and down between
+    teach those sirens, not sirens (experiments/ABLATION.md, "synthetic sirens"). These vary what a siren is: a wail (a sweep up and down between
     two pitches over 2–7 s), a yelp (the same sweep every 0.12–0.5 s), a two-tone (two pitches in
     turn, the European "hi-lo") or a pulse (a beeping alarm), on a fundamental of 350–900 Hz
     (pulses 0.8–4 kHz) with 1–8 harmonics, odd ones only half the time (electronic sirens are
