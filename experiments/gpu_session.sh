@@ -5,6 +5,8 @@
 #     adds overrides to this job only, e.g. EXTRA="data.augment.snr_db=[-5,15]", the range versions 4 and 5
 #     were fine-tuned at on the CPU, +0.16 dB on the test split over -5...20: experiments/ABLATION.md; the
 #     resampled-recording augmentation that version 5 added is on by default);
+#   - with CONTROL="...", the same fine-tune again beside it with these overrides in place of EXTRA (a
+#     control: e.g. the shipped network where EXTRA grows it), returned as control_*.ckpt;
 #   - with SPEAKERS=1, the same for the shipped two-speaker model (experiment=pretrained_speakers), beside it;
 #   - experiments/gpu_check.sh: the GAN pipeline in fp32, bf16 and fp16 for each seed in SEEDS,
 #     `separate`/`evaluate` on cuda.
@@ -14,7 +16,7 @@
 # afford: about 2.25 times the work; experiments/ABLATION.md, "capacity grown into version 5").
 # Here first:  ../shared/gpu/bundle.sh && .venv/bin/python experiments/gpu_train_data.py
 # There (the `run` tool, carry [".gpu"], timeout_s 540):  bash experiments/gpu_session.sh
-# Back in $OUT: each fine-tuned model's best and last checkpoints, gpu_check's bf16 generator, logs.tgz
+# Back in $OUT: each fine-tuned model's best and last separator (no optimizer state), gpu_check's bf16 generator, logs.tgz
 # (every log, summary and metrics.csv).
 # Score the checkpoints here, on the CPU (README "The shipped model", "Two speakers").
 #
@@ -31,31 +33,44 @@
 # EXTRA="data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4" (424 s), then on the warm machine the recipe
 # from scratch in the three precisions, 1500 steps and 1000 steps with seed=2 (README "Mixed precision");
 # 808 s of the 900 s of device time, machine start included.
+# A later session that day (H200) ran SEEDS= MAX_TIME=00:00:07:30 STEPS=2500 WORKERS=7 with
+# EXTRA="model.unet.channels=12 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4" and
+# CONTROL="data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4" (431 s: experiments/ABLATION.md, "A U-Net
+# 1.5 times as wide, trained on a GPU"), then SEEDS=1234 bash experiments/gpu_check.sh on the warm machine
+# (156 s); 637 s of device time in all, machine start included.
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
 MAX_TIME=${MAX_TIME:-00:00:07:00}
-SEEDS=${SEEDS:-1234 1 2 3}            # gpu_check.sh: one round of fp32/bf16/fp16 per seed, about 60 s each
+SEEDS=${SEEDS-1234 1 2 3}             # gpu_check.sh: one round of fp32/bf16/fp16 per seed, about 60 s each; SEEDS= skips it
 mkdir -p "$OUT"
 # shellcheck disable=SC1091
 source .gpu/setup.sh || exit 1
 OUT=.gpu/out_speech RUN_DIR=.gpu/train WORKERS=${WORKERS:-10} MAX_TIME=$MAX_TIME STEPS=${STEPS:-3500} \
     bash experiments/gpu_train.sh > .gpu/speech.txt 2>&1 &
 trained=(speech)
+if [ -n "${CONTROL:-}" ]; then       # CONTROL="overrides": the same fine-tune with these overrides in place of EXTRA, beside it
+    EXTRA=$CONTROL OUT=.gpu/out_control RUN_DIR=.gpu/train_control WORKERS=${WORKERS:-10} MAX_TIME=$MAX_TIME \
+        STEPS=${STEPS:-3500} bash experiments/gpu_train.sh > .gpu/control.txt 2>&1 &
+    trained+=(control)
+fi
 if [ -n "${SPEAKERS:-}" ]; then      # SPEAKERS=1: the two-speaker model too (it competes for the CPU cores)
     EXTRA= OUT=.gpu/out_speakers RUN_DIR=.gpu/train_speakers WORKERS=4 MAX_TIME=$MAX_TIME EXPERIMENT=pretrained_speakers \
         TEST_FRACTION=0.02 INIT=sepgan/pretrained/sepgan-2speakers-8k.ckpt STEPS=5000 \
         bash experiments/gpu_train.sh > .gpu/speakers.txt 2>&1 &
     trained+=(speakers)
 fi
-OUT=.gpu/check SEEDS=$SEEDS RUN_TIMEOUT=150 bash experiments/gpu_check.sh > .gpu/check.txt 2>&1
+[ -n "$SEEDS" ] && OUT=.gpu/check SEEDS=$SEEDS RUN_TIMEOUT=150 bash experiments/gpu_check.sh > .gpu/check.txt 2>&1
 wait
-cat .gpu/check/summary.txt
+cat .gpu/check/summary.txt 2>/dev/null
+# The separator alone (sepgan.models.save_separator, no optimizer state): a model grown wider than the
+# shipped one would not fit the 16 MiB a returned file may have with its Adam moments.
+separator_only() { python3 -c "import sys; from sepgan.models import load_separator as l, save_separator as s; s(l(sys.argv[1]), sys.argv[2])" "$1" "$2"; }
 for job in "${trained[@]}"; do
     echo "== fine-tuning, $job:"; cat ".gpu/$job.txt"
     best=$(ls .gpu/out_"$job"/best-*.ckpt 2>/dev/null | head -1)
-    [ -n "$best" ] && cp "$best" "$OUT/${job}_$(basename "$best")"
-    [ -f .gpu/out_"$job"/last.ckpt ] && cp .gpu/out_"$job"/last.ckpt "$OUT/${job}_last.ckpt"
+    [ -n "$best" ] && separator_only "$best" "$OUT/${job}_$(basename "$best")"
+    [ -f .gpu/out_"$job"/last.ckpt ] && separator_only .gpu/out_"$job"/last.ckpt "$OUT/${job}_last.ckpt"
 done
 cp .gpu/check/bf16_generator.ckpt "$OUT/" 2>/dev/null
-tar czf "$OUT/logs.tgz" --exclude='*.ckpt' .gpu/check .gpu/out_* .gpu/*.txt
+tar czf "$OUT/logs.tgz" --exclude='*.ckpt' .gpu/check .gpu/out_* .gpu/*.txt 2>/dev/null
 ls -la "$OUT"
