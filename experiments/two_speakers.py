@@ -1,18 +1,21 @@
 """Two-speaker separation on held-out speakers: a checkpoint's PIT SI-SDRi beside the oracle IRM's.
 
     python experiments/two_speakers.py --checkpoint RUN/checkpoints/best-N.ckpt --root /work/shared/data \
-        --split test --examples 200 --seconds 4 --out experiments/two_speakers/test.json
+        --split test --examples 200 --seconds 4 --out experiments/two_speakers/test.json [--per-example test.csv]
 
 Mixtures come from `TwoSpeakerDataModule` with the training run's splits (same seed and fractions),
 so the speakers of `val`/`test` were never heard in training. SI-SDRi of a voice is its estimate's
 SI-SDR minus the mixture's SI-SDR against it; the model's estimates are matched to the voices by the
 best permutation (PIT). The oracle IRM masks the mixture's STFT (the model's front-end) with
 sqrt(|S_k|^2 / sum_j |S_j|^2) for each voice k: an upper reference for a magnitude mask.
+`--per-example` writes each mixture's figures, so that two checkpoints scored on the same mixtures
+can be compared pair by pair.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -42,7 +45,8 @@ def scores(estimates: torch.Tensor, sources: torch.Tensor, mixture: torch.Tensor
 
 
 def evaluate(checkpoint: str, root: str | None, split: str, examples: int, seconds: float, seed: int,
-             val_fraction: float, test_fraction: float, batch_size: int = 8) -> dict:
+             val_fraction: float, test_fraction: float, batch_size: int = 8) -> tuple[dict, dict[str, list]]:
+    """The mean figures and the per-example ones (each a list over the split's mixtures, in order)."""
     model = load_separator(checkpoint)
     fe = model.frontend
     data = TwoSpeakerDataModule(sample_rate=fe.sample_rate, root=root, segment_seconds=seconds, seed=seed,
@@ -63,9 +67,10 @@ def evaluate(checkpoint: str, root: str | None, split: str, examples: int, secon
         rows["model_si_sdri"] += list(si)
         rows["irm_si_sdr"] += list(irm_s)
         rows["irm_si_sdri"] += list(irm_si)
-    return dict(checkpoint=str(checkpoint), split=split, examples=len(dataset), seconds=seconds,
-                speakers=len(dataset.speakers), sample_rate=fe.sample_rate,
-                corpus=root or "synthetic", **{k: round(float(np.mean(v)), 2) for k, v in rows.items()})
+    summary = dict(checkpoint=str(checkpoint), split=split, examples=len(dataset), seconds=seconds,
+                   speakers=len(dataset.speakers), sample_rate=fe.sample_rate,
+                   corpus=root or "synthetic", **{k: round(float(np.mean(v)), 2) for k, v in rows.items()})
+    return summary, rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,14 +84,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--out", help="write the figures as JSON here too")
+    p.add_argument("--per-example", help="write each mixture's figures as CSV here")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    result = evaluate(args.checkpoint, args.root, args.split, args.examples, args.seconds, args.seed,
+    result, rows = evaluate(args.checkpoint, args.root, args.split, args.examples, args.seconds, args.seed,
                       args.val_fraction, args.test_fraction)
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.per_example:
+        Path(args.per_example).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.per_example, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["example", *rows])
+            writer.writerows([i, *(f"{float(v):.4f}" for v in values)] for i, values in enumerate(zip(*rows.values())))
 
 
 if __name__ == "__main__":
