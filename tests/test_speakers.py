@@ -227,6 +227,21 @@ def test_separate_speakers_writes_each_voice_at_the_inputs_length(tmp_path, caps
     assert "use --speakers 2" in capsys.readouterr().err
 
 
+def test_separate_speakers_progress_counts_the_inputs_own_duration(tmp_path):
+    """Progress in input seconds: it ends at the file's length, not at the resampler's (which overshot it)."""
+    from sepgan.inference.permutation import SpeakersBackend
+    from sepgan.inference.speakers import separate_speakers_file
+
+    source = tmp_path / "talk.wav"
+    mix = voices(2.3, 44100).sum(0)  # 44.1 kHz through an 8 kHz model
+    sf.write(str(source), mix, 44100, subtype="PCM_16")
+    reported = []
+    engine = SpeakerChunkedSeparator(SpeakersBackend(tiny_speaker_model()), chunk_seconds=1.0)
+    separate_speakers_file(engine, source, [tmp_path / "a.wav", tmp_path / "b.wav"], block_seconds=0.3,
+                           progress=reported.append)
+    assert len(reported) == 8 and sum(reported) == pytest.approx(len(mix) / 44100, abs=1e-9)
+
+
 def test_chunked_voices_equal_whole_file_voices():
     """With the receptive field as context the kept parts are exact, and the alignment leaves them in place."""
     from sepgan.inference.permutation import SpeakersBackend

@@ -66,14 +66,15 @@ def separate_speakers_file(engine: SpeakerChunkedSeparator, source: str | Path, 
     rate, model_rate = info.samplerate, engine.sample_rate
     block = max(1, round(block_seconds * rate))
 
-    def model_blocks(report=None):
-        for b in resampled(read_blocks(source, block, mono, fix_nonfinite), rate, model_rate, channels):
+    def input_blocks(report=None):  # progress counts the input's own samples, so it ends at its length exactly
+        for b in read_blocks(source, block, mono, fix_nonfinite):
             if report:
-                report(b.shape[1] / model_rate)
+                report(b.shape[1] / rate)
             yield b
 
-    scale, total = level(model_blocks())
-    flat = (b.reshape(channels * voices, -1) for b in engine.stream(model_blocks(progress), total, scale))
+    scale, total = level(resampled(input_blocks(), rate, model_rate, channels))
+    model_blocks = resampled(input_blocks(progress), rate, model_rate, channels)
+    flat = (b.reshape(channels * voices, -1) for b in engine.stream(model_blocks, total, scale))
     n_out = round(info.frames * out.sample_rate / rate)
     blocks = fit_length(resampled(flat, model_rate, out.sample_rate, channels * voices), n_out)
     writers = [_AudioWriter(p, channels, out, overwrite) for p in targets]
