@@ -242,6 +242,23 @@ def test_separate_speakers_progress_counts_the_inputs_own_duration(tmp_path):
     assert len(reported) == 8 and sum(reported) == pytest.approx(len(mix) / 44100, abs=1e-9)
 
 
+def test_separate_progress_bar_never_passes_its_total(tmp_path):
+    """A 2.34 s file: the total was rounded to 2.3 s, so the full count passed it and tqdm warned."""
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    checkpoint = tmp_path / "speakers.ckpt"
+    save_separator(tiny_speaker_model(), checkpoint)
+    source = tmp_path / "talk.wav"
+    sf.write(str(source), voices(2.34, 44100).sum(0), 44100, subtype="PCM_16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TqdmWarning)
+        assert separate_main([str(source), "-o", str(tmp_path / "voices"), "--speakers", "2", "--checkpoint",
+                              str(checkpoint)]) == 0
+        assert separate_main([str(source), "-o", str(tmp_path / "speech")]) == 0
+
+
 def test_chunked_voices_equal_whole_file_voices():
     """With the receptive field as context the kept parts are exact, and the alignment leaves them in place."""
     from sepgan.inference.permutation import SpeakersBackend

@@ -81,6 +81,13 @@ def _seconds(path: Path) -> float:
         return 0.0  # reported when its turn comes
 
 
+def progress_bar(jobs: list[Job], quiet: bool) -> tqdm:
+    """A bar over the inputs' audio seconds. The total is exact, not rounded, so that progress (which
+    counts every input sample) never passes it; only the display is rounded."""
+    return tqdm(total=sum(_seconds(j.source) for j in jobs), unit="s", disable=quiet, desc="separating",
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sepgan separate", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders (searched recursively)")
@@ -190,8 +197,7 @@ def _run(args: argparse.Namespace, jobs: list[Job], skipped: dict[Path, str], ba
         remove_stale_parts(folder, report=lambda message: print(message, file=sys.stderr))
     loaded = time.perf_counter()
     failed, cleaned, done_seconds, interrupted, reports = [], 0, 0.0, None, []
-    with tqdm(total=round(sum(_seconds(j.source) for j in jobs), 1), unit="s", disable=args.quiet,
-              desc="separating", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
+    with progress_bar(jobs, args.quiet) as bar:
         for job in jobs:
             try:
                 result = _separate_one(job, engine, args, bar)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from sepgan.audio import AudioError, NonFiniteAudioError, audio_info
 from sepgan.inference.chunked import CHUNK_SECONDS, fit_length, level, resampled
@@ -95,7 +94,7 @@ def separate_speakers_file(engine: SpeakerChunkedSeparator, source: str | Path, 
 
 def main_speakers(args) -> int:
     """`sepgan separate --speakers N` with the parsed arguments of `sepgan separate`."""
-    from sepgan.commands.separate import _seconds, plan_jobs
+    from sepgan.commands.separate import plan_jobs, progress_bar
 
     try:
         if args.save_noise:
@@ -116,8 +115,7 @@ def main_speakers(args) -> int:
         return 2
     loaded = time.perf_counter()
     failed, done = [], 0.0
-    with tqdm(total=round(sum(_seconds(j.source) for j in jobs), 1), unit="s", disable=args.quiet,
-              desc="separating") as bar:
+    with progress_bar(jobs, args.quiet) as bar:
         for job in jobs:
             try:
                 out = OutputFormat.for_input(audio_info(job.source), args.format, args.subtype, args.sample_rate)
