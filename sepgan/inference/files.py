@@ -133,6 +133,15 @@ def discard_all(writers: list[_AudioWriter]) -> None:
         w.discard()
 
 
+def reported(blocks: Iterable[np.ndarray], rate: int, report: Callable[[float], None] | None = None):
+    """The blocks as they are, telling `report` the seconds each one covers at `rate`: progress counted
+    in the input's own samples ends at its length exactly (a resampler's output may overshoot it)."""
+    for b in blocks:
+        if report:
+            report(b.shape[1] / rate)
+        yield b
+
+
 def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str | Path,
                   noise_path: str | Path | None = None, *, mono: bool = False, out: OutputFormat | None = None,
                   overwrite: bool = False, dry: float = 0.0, block_seconds: float = 1.0,
@@ -165,16 +174,11 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
     block = max(1, round(block_seconds * rate))
     n_out = round(info.frames * out.sample_rate / rate)
 
-    def model_blocks(report=None):
-        for b in read_blocks(source, block, mono, fix_nonfinite):
-            if report:
-                report(b.shape[1] / rate)
-            yield b
-
-    scale, total = level(resampled(model_blocks(), rate, model_rate, channels))
+    scale, total = level(resampled(read_blocks(source, block, mono, fix_nonfinite), rate, model_rate, channels))
     namer = NoiseNamer(getattr(engine.backend, "model", None), scale, device=getattr(engine.backend, "device", "cpu")) \
         if name_noise else None
-    mixture_model_rate = _Kept(resampled(model_blocks(progress), rate, model_rate, channels), channels, keep=name_noise)
+    mixture_model_rate = _Kept(resampled(reported(read_blocks(source, block, mono, fix_nonfinite), rate, progress),
+                                         rate, model_rate, channels), channels, keep=name_noise)
     speech_model_rate = engine.stream(mixture_model_rate, total, scale)
     if namer is not None:
         speech_model_rate = _naming(speech_model_rate, mixture_model_rate, namer)

@@ -17,7 +17,7 @@ import torch
 
 from sepgan.audio import AudioError, NonFiniteAudioError, audio_info
 from sepgan.inference.chunked import CHUNK_SECONDS, fit_length, level, resampled
-from sepgan.inference.files import OutputFormat, _AudioWriter, commit_all, discard_all, read_blocks
+from sepgan.inference.files import OutputFormat, _AudioWriter, commit_all, discard_all, read_blocks, reported
 from sepgan.inference.permutation import SpeakerChunkedSeparator, SpeakersBackend
 from sepgan.models import load_separator
 
@@ -65,14 +65,9 @@ def separate_speakers_file(engine: SpeakerChunkedSeparator, source: str | Path, 
     rate, model_rate = info.samplerate, engine.sample_rate
     block = max(1, round(block_seconds * rate))
 
-    def input_blocks(report=None):  # progress counts the input's own samples, so it ends at its length exactly
-        for b in read_blocks(source, block, mono, fix_nonfinite):
-            if report:
-                report(b.shape[1] / rate)
-            yield b
-
-    scale, total = level(resampled(input_blocks(), rate, model_rate, channels))
-    model_blocks = resampled(input_blocks(progress), rate, model_rate, channels)
+    scale, total = level(resampled(read_blocks(source, block, mono, fix_nonfinite), rate, model_rate, channels))
+    model_blocks = resampled(reported(read_blocks(source, block, mono, fix_nonfinite), rate, progress),
+                             rate, model_rate, channels)
     flat = (b.reshape(channels * voices, -1) for b in engine.stream(model_blocks, total, scale))
     n_out = round(info.frames * out.sample_rate / rate)
     blocks = fit_length(resampled(flat, model_rate, out.sample_rate, channels * voices), n_out)
