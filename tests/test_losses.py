@@ -4,6 +4,7 @@ import torch
 from sepgan.audio import FrontEnd
 from sepgan.losses import (
     SeparationLoss,
+    compressed_spectral_loss,
     huber,
     mse,
     multi_resolution_stft_loss,
@@ -91,6 +92,34 @@ def test_mrstft_gradients_are_finite_at_zero_and_at_the_optimum(estimate, target
     assert torch.isfinite(estimate.grad).all()
 
 
+def test_compressed_loss_is_zero_for_identity_grows_with_noise_and_judges_phase():
+    assert compressed_spectral_loss(SPEECH, SPEECH) == 0
+    slight = compressed_spectral_loss(SPEECH + 0.1 * NOISE, SPEECH)
+    assert 0 < slight < compressed_spectral_loss(SPEECH + NOISE, SPEECH)
+    # Its complex share sees a sign flip (same magnitudes, opposite phase); the magnitude share does not.
+    assert compressed_spectral_loss(-SPEECH, SPEECH, complex_share=0.0) < 1e-6
+    assert compressed_spectral_loss(-SPEECH, SPEECH) > compressed_spectral_loss(SPEECH + NOISE, SPEECH)
+
+
+def test_compressed_loss_weighs_quiet_bins_more_than_a_plain_mse():
+    """Compression shrinks a 100-fold level difference to 100^0.3 (about 4): quiet errors still count.
+
+    A plain MSE of the spectra would weigh the loud error 100^2 = 10 000 times the quiet one.
+    """
+    loud = compressed_spectral_loss(SPEECH + NOISE, SPEECH)
+    quiet = compressed_spectral_loss(0.01 * (SPEECH + NOISE), 0.01 * SPEECH)
+    assert loud / quiet == pytest.approx(100 ** 0.6, rel=1e-3)
+
+
+@pytest.mark.parametrize("estimate, target", [(torch.zeros(2, 4000), torch.zeros(2, 4000)),
+                                              (torch.zeros(2, 4000), SPEECH[:2]),
+                                              (SPEECH[:2].clone(), SPEECH[:2])])
+def test_compressed_loss_gradients_are_finite_at_zero_and_at_the_optimum(estimate, target):
+    estimate.requires_grad_()
+    compressed_spectral_loss(estimate, target).backward()
+    assert torch.isfinite(estimate.grad).all()
+
+
 def test_mrstft_resolutions_are_checked():
     with pytest.raises(ValueError, match="mrstft_resolutions"):
         SeparationLoss(dict(mrstft=1.0), mrstft_resolutions=[[512]])
@@ -101,7 +130,7 @@ def test_weighted_sum_reports_each_term_and_skips_zero_weights():
     model = Separator(fe, unet=dict(n_blocks=3, channels=4))
     sep = model(SPEECH + NOISE)
     weights = dict(mse=2.0, noise_weighted_mse=1.0, huber_noise=0.5, ssim=0.1, projection=1.0, si_sdr=0.01,
-                   mrstft=1.0)
+                   mrstft=1.0, compressed=1.0)
     total, terms = SeparationLoss(weights)(sep, SPEECH, NOISE, fe)
     assert set(terms) == set(weights)
     torch.testing.assert_close(total, sum(weights[k] * v for k, v in terms.items()))
