@@ -38,6 +38,11 @@
 # CONTROL="data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4" (431 s: experiments/ABLATION.md, "A U-Net
 # 1.5 times as wide, trained on a GPU"), then SEEDS=1234 bash experiments/gpu_check.sh on the warm machine
 # (156 s); 637 s of device time in all, machine start included.
+# A session on 2026-11-27 (H200) ran SEEDS= MAX_TIME=00:00:08:00 STEPS=2500 WORKERS=6 SPEAKERS=1 with
+# EXTRA="loss.weights.compressed=20 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4" and, as CONTROL, a
+# second weight of the same term, compressed=50 (533 s; the control with the shipped loss is the run above:
+# experiments/ABLATION.md, "A compressed spectral loss"); the two-speaker job reached step 4020 of 5000 and
+# was resumed on the warm machine (85 s; README "Two speakers", version 3); 668 s of device time in all.
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
 MAX_TIME=${MAX_TIME:-00:00:07:00}
