@@ -79,10 +79,10 @@ def budget(steps: int) -> list[str]:
     """Settings every variant shares: the shipped recipe's data and optimiser, from scratch, `steps` steps.
 
     The recipe as it was when the table was measured (2026-11-26): Hann windows, no resampled
-    recordings and no synthetic sirens, which came to `experiment=pretrained` later.
+    recordings, no synthetic sirens and no compressed spectral loss, which came to `experiment=pretrained` later.
     """
     return ["experiment=pretrained", "init_weights=null", "frontend.window=hann", "data.augment.resampled.prob=0",
-            "data.augment.sources.siren=0",
+            "data.augment.sources.siren=0", "loss.weights.compressed=0",
             f"data.root={SHARED}", f"trainer.max_steps={steps}", "data.num_workers=1",
             "callbacks.validation_examples.count=0", "test_after_training=false"]
 
