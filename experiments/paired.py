@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 
 
+DESCRIPTIVE = ("file", "method", "snr_db", "noise_class", "seconds")  # per_file.csv columns that are not measures
+
+
 def read_scores(path: Path, method: str) -> dict[str, dict[str, str]]:
     """The rows of `method` in a per_file.csv, by file name."""
     with open(path, newline="") as f:
@@ -49,7 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="per_file.csv of the reference (A)")
     parser.add_argument("b", type=Path, help="per_file.csv of the model compared with it (B)")
-    parser.add_argument("--metrics", nargs="+", default=["si_sdri", "pesq", "stoi"])
+    parser.add_argument("--metrics", nargs="+", help="columns to compare (default: those of si_sdri, pesq, stoi "
+                                                     "the files have)")
     parser.add_argument("--method", default="model", help="the method column to compare (default: model)")
     parser.add_argument("--by-noise", action="store_true", help="also the SI-SDRi difference per noise class")
     args = parser.parse_args()
@@ -59,9 +63,10 @@ def main() -> None:
         raise SystemExit("the two files share no example names: were they scored on the same mixtures?")
     if len(files) < max(len(a), len(b)):
         print(f"note: {len(files)} files in common ({len(a)} in A, {len(b)} in B)")
-    for metric in args.metrics:
-        if metric not in a[files[0]]:
-            raise SystemExit(f"no '{metric}' column; these files have {', '.join(list(a[files[0]])[5:])}")
+    columns = [c for c in a[files[0]] if c not in DESCRIPTIVE]
+    for metric in args.metrics or [m for m in ("si_sdri", "pesq", "stoi") if m in columns]:
+        if metric not in columns:
+            raise SystemExit(f"no '{metric}' column; these files have {', '.join(columns)}")
         s = paired(a, b, metric, files)
         print(f"{metric:8s} A {s['a']:.3f}  B {s['b']:.3f}  B - A {s['diff']:+.3f} ± {s['error']:.3f}  "
               f"(B higher in {s['better']} of {s['n']})")
