@@ -14,6 +14,7 @@ from sepgan.data.augment import (
     circular_convolve,
     coloured_noise,
     convolve,
+    phase_shifted,
     room_impulse_response,
     siren_noise,
 )
@@ -140,6 +141,29 @@ def test_a_resampled_recording_loses_everything_above_its_edge_speech_and_noise_
     assert band_power_db(noise, 4400, 8000) > band_power_db(noise, 0, 4000) - 3  # white without it
 
 
+def test_a_phase_shift_rotates_the_spectrogram_and_keeps_its_magnitude():
+    x = np.random.default_rng(0).standard_normal(SR)
+    stft = lambda y: sps.stft(y, nperseg=512, noverlap=256)[2][1:-1, 4:-4]  # no DC/Nyquist, away from the ends
+    for angle in (0.5, 2.0, -1.2):
+        rotated = stft(phase_shifted(x, angle))
+        error = np.sum(np.abs(rotated - stft(x) * np.exp(1j * angle)) ** 2) / np.sum(np.abs(stft(x)) ** 2)
+        assert error < 1e-2
+        assert not np.allclose(phase_shifted(x, angle), x, atol=0.1)
+    np.testing.assert_allclose(phase_shifted(x, np.pi), -x, atol=1e-9)  # 180°: the polarity inverted
+    np.testing.assert_allclose(phase_shifted(x, 0.0), x, atol=1e-12)
+
+
+def test_phase_shifted_examples_keep_speech_plus_noise_and_sound_the_same():
+    shifted, plain = examples(datamodule(phase=1.0), 6), examples(datamodule(phase=0.0), 6)
+    spectrum = lambda y: np.abs(sps.stft(y / np.sqrt(power(y)), nperseg=512)[2][1:-1])
+    for a, b in zip(shifted, plain):
+        assert_sums(a)
+        for key in ("speech", "noise"):  # the same recordings, phase-shifted (levels differ: the SNR is drawn after)
+            x, y = a[key].numpy().astype(np.float64), b[key].numpy().astype(np.float64)
+            assert np.mean(np.abs(spectrum(x) - spectrum(y))) < 0.1 * np.mean(spectrum(y))
+            assert abs(np.corrcoef(x, y)[0, 1]) < 0.999
+
+
 def test_equalised_noise_is_not_white_any_more():
     dm = datamodule(sources={"coloured": 1.0}, coloured_exponent=[0.0, 0.0],
                     eq={"speech": 0.0, "noise": 1.0, "filters": [3, 3], "gain_db": [12.0, 12.0]})
@@ -262,6 +286,8 @@ def test_bad_settings_are_named():
         AugmentConfig.from_dict({"sources": {"wind": 1.0}})
     with pytest.raises(ValueError, match=r"data.augment.resampled.cutoff: fractions of the Nyquist"):
         AugmentConfig.from_dict({"resampled": {"cutoff": [0.9, 1.0]}})
+    with pytest.raises(ValueError, match=r"data.augment.phase: a probability"):
+        AugmentConfig.from_dict({"phase": -0.5})
     with pytest.raises(ValueError, match="'early' or 'dry'"):
         AugmentConfig.from_dict({"reverb": {"target": "late"}})
 

@@ -14,6 +14,10 @@ the training mixtures vary like recordings from elsewhere do:
 - resampling: the whole recording (speech, target and noise alike) through a sharp anti-alias
   low-pass just below the Nyquist frequency, as every 44.1/48 kHz file read at 16 kHz has been; a
   model that never saw that edge takes the speech above 4 kHz for noise;
+- phase: the whole recording (speech, target and noise alike) through an all-pass that shifts
+  every frequency's phase by one random angle (a polarity inversion is the shift by 180°); it
+  sounds the same, but the complex spectrogram is rotated, and a model that never saw that gives
+  a different mask for a rotated input (see `phase_shifted`);
 - wider SNR and level ranges than the unaugmented mixtures.
 
 Plain numpy/scipy; every random choice comes from the `rng` passed in, so an index-seeded
@@ -90,6 +94,7 @@ class AugmentConfig:
     band_limit: BandLimit = BandLimit()
     reverb: Reverb = Reverb()
     resampled: Resampled = Resampled()
+    phase: float = 0.0  # probability that an example's phase is shifted by a random angle (all-pass)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, prefix: str = "data.augment") -> "AugmentConfig":
@@ -110,7 +115,7 @@ class AugmentConfig:
         probabilities = {"second_source": self.second_source, "eq.speech": self.eq.speech, "eq.noise": self.eq.noise,
                          "band_limit.speech": self.band_limit.speech, "band_limit.noise": self.band_limit.noise,
                          "band_limit.high_pass": self.band_limit.high_pass, "reverb.prob": self.reverb.prob,
-                         "resampled.prob": self.resampled.prob}
+                         "resampled.prob": self.resampled.prob, "phase": self.phase}
         for name, p in probabilities.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{prefix}.{name}: a probability between 0 and 1, got {p}")
@@ -293,6 +298,17 @@ def room_impulse_response(sample_rate: int, rt60: float, drr_db: float, rng: np.
     return tail
 
 
+def phase_shifted(x: np.ndarray, angle: float) -> np.ndarray:
+    """x with every frequency's phase moved by `angle` radians: cos(angle)·x − sin(angle)·H(x), H the Hilbert transform.
+
+    Linear, so speech and noise shifted alike still add up to the shifted mixture; the magnitude
+    spectrum is unchanged (but for DC and Nyquist, which have no phase to move and are scaled by
+    cos(angle)). The transform is circular over the excerpt, as the room's noise convolution is.
+    An STFT of the result is, away from the ends, the input's STFT times exp(i·angle).
+    """
+    return np.cos(angle) * x - np.sin(angle) * np.imag(sps.hilbert(x))
+
+
 def convolve(x: np.ndarray, responses: list[np.ndarray], context: int, length: int) -> list[np.ndarray]:
     """`length` samples of x ⊛ each response after the first `context` samples of x (its left context);
     x is transformed once for all of them."""
@@ -382,6 +398,9 @@ class Augmenter:
             edge = rng.uniform(*self.cfg.resampled.cutoff) * self.sample_rate / 2
             sos = design("ellip", edge, "lowpass", self.sample_rate)
             reverberant, target, noise = (sps.sosfilt(sos, x) for x in (reverberant, target, noise))
+        if self.cfg.phase > 0 and rng.random() < self.cfg.phase:  # no draw when off
+            angle = rng.uniform(0.0, 2 * np.pi)
+            reverberant, target, noise = (phase_shifted(x, angle) for x in (reverberant, target, noise))
         if power(reverberant) == 0.0 or power(noise) == 0.0:
             return None
         example = self.mixer.mix(reverberant, noise, rng.uniform(*self.cfg.snr_db), rng.uniform(*self.cfg.gain_db),
