@@ -106,14 +106,24 @@ def test_checkpoints_from_before_the_window_option_load_as_hann_and_a_changed_fr
     assert front_end_changes(sine, tmp_path / "old.ckpt") == ["frontend.window: hann -> sine"]
 
 
-def test_a_given_scale_replaces_the_mixture_level():
+def test_a_given_offset_and_scale_replace_the_mixture_mean_and_level():
     torch.manual_seed(0)
     model = Separator(FrontEnd(8000, 300, 75), unet=dict(n_blocks=3, channels=4)).eval()
-    x = torch.randn(8000) * 0.1
-    level = x.pow(2).mean().sqrt()
-    torch.testing.assert_close(model.separate(x, scale=level), model.separate(x), rtol=1e-4, atol=1e-6)
-    half = model.separate(x[:4000], scale=level)  # a chunk normalised by the whole signal's level
+    x = torch.randn(8000) * 0.1 + 0.05
+    mean = x.mean()
+    level = (x - mean).pow(2).mean().sqrt()
+    torch.testing.assert_close(model.separate(x, scale=level, offset=mean), model.separate(x), rtol=1e-4, atol=1e-6)
+    half = model.separate(x[:4000], scale=level, offset=mean)  # a chunk treated as the whole signal is
     assert not torch.allclose(half, model.separate(x[:4000]))
+
+
+def test_a_dc_offset_goes_to_the_noise_not_the_speech():
+    torch.manual_seed(0)
+    model = Separator(FrontEnd(8000, 256, 64), unet=dict(n_blocks=3, channels=4)).eval()
+    x = torch.randn(8000) * 0.1
+    shifted = model(torch.stack([x, x + 0.3]))  # an offset three times the signal's RMS
+    torch.testing.assert_close(shifted.speech[1], shifted.speech[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(shifted.noise[1] - shifted.noise[0], torch.full_like(x, 0.3), rtol=0, atol=1e-5)
 
 
 def test_dilated_bottleneck_keeps_shapes_and_adds_its_known_reach():

@@ -64,6 +64,17 @@ def test_chunked_output_equals_whole_file(model, whole_30s, chunk_seconds, batch
     assert quality >= 40.0, quality
 
 
+def test_a_dc_offset_leaves_the_chunked_speech_unchanged_and_goes_to_the_noise(model, whole_30s, tmp_path):
+    mixture, whole = whole_30s
+    offset = np.float32(3 * np.sqrt(np.mean(mixture**2)))  # as the offset of the test split's siren recordings, and more
+    engine = ChunkedSeparator(TorchBackend(model), 2.0)
+    np.testing.assert_allclose(engine.separate(mixture + offset), whole, atol=1e-4)
+    sf.write(tmp_path / "offset.wav", mixture + offset, model.frontend.sample_rate, subtype="FLOAT")
+    separate_file(engine, tmp_path / "offset.wav", tmp_path / "speech.wav", noise_path=tmp_path / "noise.wav")
+    np.testing.assert_allclose(sf.read(tmp_path / "speech.wav")[0], whole, atol=1e-4)
+    assert abs(np.mean(sf.read(tmp_path / "noise.wav")[0]) - offset) < 1e-3
+
+
 def test_no_seam_at_chunk_boundaries(model, whole_30s):
     mixture, whole = whole_30s
     floor = 1e-6 * np.sqrt(np.mean(whole**2))
@@ -86,10 +97,12 @@ def test_shifts_average_offset_frame_grids_and_chunk_exactly(model, whole_30s):
     masking = copy.deepcopy(model)
     masking.net.last.bias.data.zero_()  # far from the pass-through it starts at, so the grid matters
     x, offsets = torch.from_numpy(mixture), (0, model.frontend.hop_length // 2)
-    level = rms(x)  # the whole signal's, as the chunks are scaled
+    mean = x.mean()
+    level = rms(x - mean)  # the whole signal's offset and level, as the chunks are shifted and scaled
 
     def grid(offset):
-        return masking.separate(torch.nn.functional.pad(x, (offset, 0)), scale=level)[offset:].numpy()
+        return masking.separate(torch.nn.functional.pad(x, (offset, 0), value=float(mean)), scale=level,
+                                offset=mean)[offset:].numpy()
 
     one_grid, expected = grid(0), np.mean([grid(o) for o in offsets], axis=0)
     engine = ChunkedSeparator(TorchBackend(masking), 2.0, 2, shifts=2)

@@ -22,7 +22,7 @@ import torch
 
 from sepgan.audio import audio_info
 from sepgan.inference.backends import Backend, TorchBackend, load_backend
-from sepgan.inference.chunked import CHUNK_SECONDS, ChunkedSeparator, check_dry, level, resampled, with_dry
+from sepgan.inference.chunked import CHUNK_SECONDS, ChunkedSeparator, centred, check_dry, level, resampled, with_dry
 from sepgan.inference.files import OutputFormat, separate_file
 from sepgan.inference.noise_report import NoiseNamer
 from sepgan.inference.permutation import SpeakerChunkedSeparator, SpeakersBackend
@@ -141,9 +141,9 @@ class Model:
             return np.concatenate(list(resampled([x.reshape(channels, -1)], rate, self.sample_rate, channels)), -1)
 
         mixture = to_model(mixture)
-        scale, _ = level([mixture])
+        offset, scale, _ = level([mixture])
         namer = NoiseNamer(self.backend.model, scale, device=getattr(self.backend, "device", "cpu"))
-        namer.add(mixture, to_model(speech))
+        namer.add(next(centred([mixture], offset)), to_model(speech))
         return namer.finish()
 
     def separate_file(self, source: str | Path, speech_path: str | Path, noise_path: str | Path | None = None,

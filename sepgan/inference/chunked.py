@@ -1,8 +1,9 @@
 """Clean audio of any length, in chunks that give the same result as the whole file at once.
 
 Why the chunks do not show:
-- the mixture is normalised by the whole signal's RMS (found in a first streaming pass), not by
-  each chunk's, so every chunk is scaled as the whole file would be;
+- the mixture's DC offset is removed and the mixture normalised by the whole signal's mean and RMS
+  (found in a first streaming pass, `level`), not by each chunk's, so every chunk is shifted and
+  scaled as the whole file would be;
 - every chunk starts on the U-Net's grid (a multiple of hop x 2**levels samples), so each STFT
   frame and each strided convolution sees exactly what it sees in the whole file;
 - every chunk carries `context` samples on each side, at least the model's measured receptive
@@ -107,8 +108,9 @@ class ChunkedSeparator:
     def stream(self, blocks: Iterable[np.ndarray], total: int, scale: np.ndarray) -> Iterator[np.ndarray]:
         """Speech of a signal of `total` samples at the model's rate, given and returned in blocks.
 
-        `blocks` are (channels, n) float32; `scale` (channels,) is each channel's RMS over the
-        whole signal (see `level`). Holds at most `batch_size` windows plus one block.
+        `blocks` are (channels, n) float32 with the whole signal's offset removed (`centred`); `scale`
+        (channels,) is each channel's RMS over the whole signal (see `level`). Holds at most
+        `batch_size` windows plus one block.
         """
         core, context, window = self.core, self.context, self.window
         last = max(0, math.ceil((total - window) / core))  # the first window that reaches the end
@@ -142,8 +144,8 @@ class ChunkedSeparator:
         (`fix_nonfinite`: zeros in a copy, and a `NonFiniteWarning`).
         """
         wav, signal, rate, model_rate = self._prepare(wav, sample_rate, fix_nonfinite)
-        scale, total = level(model_rate)
-        speech = resampled(self.stream(model_rate, total, scale), self.sample_rate, rate, len(signal))
+        offset, scale, total = level(model_rate)
+        speech = resampled(self.stream(centred(model_rate, offset), total, scale), self.sample_rate, rate, len(signal))
         return np.concatenate(list(fit_length(speech, signal.shape[-1])), axis=1).reshape(wav.shape)
 
     def _prepare(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None, fix_nonfinite: bool):
@@ -174,15 +176,30 @@ def with_dry(speech: np.ndarray, mixture: np.ndarray, dry: float) -> np.ndarray:
     return speech if dry == 0 else np.float32(1 - dry) * speech + np.float32(dry) * mixture
 
 
-def level(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
-    """Each channel's RMS over all blocks (as `sepgan.audio.rms` computes it) and the sample count."""
-    energy, total = 0.0, 0
+def level(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each channel's mean (its DC offset) and the RMS about it over all blocks, and the sample count.
+
+    As `Separator.forward` normalises a whole signal (`sepgan.models.separator.centred_level`): the
+    offset is removed before the model (speech has none; what a recording's offset adds to the
+    mixture is noise), then the signal is scaled by its RMS.
+    """
+    total_sum, energy, total = 0.0, 0.0, 0
     for block in blocks:
-        energy = energy + np.square(block, dtype=np.float64).sum(axis=1)
+        block = np.asarray(block, np.float64)
+        total_sum = total_sum + block.sum(axis=1)
+        energy = energy + np.square(block).sum(axis=1)
         total += block.shape[1]
     if total == 0:
         raise AudioError("no samples to separate")
-    return np.sqrt(energy / total + EPS).astype(np.float32), total
+    offset = total_sum / total
+    return offset.astype(np.float32), np.sqrt(np.maximum(energy / total - offset**2, 0.0) + EPS).astype(np.float32), total
+
+
+def centred(blocks: Iterable[np.ndarray], offset: np.ndarray) -> Iterator[np.ndarray]:
+    """Blocks (channels, n) with each channel's offset (from `level`) taken away."""
+    column = np.asarray(offset, np.float32).reshape(-1, 1)
+    for block in blocks:
+        yield block - column
 
 
 def resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int, channels: int) -> Iterator[np.ndarray]:

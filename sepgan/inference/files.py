@@ -17,7 +17,7 @@ import soundfile as sf
 
 from sepgan.atomic import AtomicFile
 from sepgan.audio import AudioError, audio_info, read_blocks
-from sepgan.inference.chunked import ChunkedSeparator, check_dry, fit_length, level, resampled, with_dry
+from sepgan.inference.chunked import ChunkedSeparator, centred, check_dry, fit_length, level, resampled, with_dry
 from sepgan.inference.noise_report import NoiseNamer
 
 # Output formats by name (`--format`); libsndfile's name for each.
@@ -174,11 +174,12 @@ def separate_file(engine: ChunkedSeparator, source: str | Path, speech_path: str
     block = max(1, round(block_seconds * rate))
     n_out = round(info.frames * out.sample_rate / rate)
 
-    scale, total = level(resampled(read_blocks(source, block, mono, fix_nonfinite), rate, model_rate, channels))
+    offset, scale, total = level(resampled(read_blocks(source, block, mono, fix_nonfinite), rate, model_rate, channels))
     namer = NoiseNamer(getattr(engine.backend, "model", None), scale, device=getattr(engine.backend, "device", "cpu")) \
         if name_noise else None
-    mixture_model_rate = _Kept(resampled(reported(read_blocks(source, block, mono, fix_nonfinite), rate, progress),
-                                         rate, model_rate, channels), channels, keep=name_noise)
+    mixture_model_rate = _Kept(centred(resampled(reported(read_blocks(source, block, mono, fix_nonfinite), rate,
+                                                          progress), rate, model_rate, channels), offset),
+                               channels, keep=name_noise)
     speech_model_rate = engine.stream(mixture_model_rate, total, scale)
     if namer is not None:
         speech_model_rate = _naming(speech_model_rate, mixture_model_rate, namer)

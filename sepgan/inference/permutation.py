@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from sepgan.inference.backends import TorchBackend
-from sepgan.inference.chunked import CHUNK_SECONDS, ChunkedSeparator, fit_length, level, resampled
+from sepgan.inference.chunked import CHUNK_SECONDS, ChunkedSeparator, centred, fit_length, level, resampled
 from sepgan.models import SpeakerSeparator
 
 SILENCE = 1e-10  # mean power below which an overlap is treated as silent (about -100 dBFS)
@@ -125,8 +125,8 @@ class SpeakerChunkedSeparator(ChunkedSeparator):
         `ChunkedSeparator.separate` checks it."""
         wav, signal, rate, model_rate = self._prepare(wav, sample_rate, fix_nonfinite)
         channels = len(signal)
-        scale, total = level(model_rate)
-        flat = (b.reshape(channels * self.sources, -1) for b in self.stream(model_rate, total, scale))
+        offset, scale, total = level(model_rate)
+        flat = (b.reshape(channels * self.sources, -1) for b in self.stream(centred(model_rate, offset), total, scale))
         out = np.concatenate(list(fit_length(resampled(flat, self.sample_rate, rate, channels * self.sources),
                                              signal.shape[-1])), axis=1)
         return out.reshape(channels, self.sources, -1).transpose(1, 0, 2).reshape(self.sources, *wav.shape)

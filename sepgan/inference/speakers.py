@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from sepgan.audio import AudioError, NonFiniteAudioError, audio_info
-from sepgan.inference.chunked import CHUNK_SECONDS, fit_length, level, resampled
+from sepgan.inference.chunked import CHUNK_SECONDS, centred, fit_length, level, resampled
 from sepgan.inference.files import OutputFormat, _AudioWriter, commit_all, discard_all, read_blocks, reported
 from sepgan.inference.permutation import SpeakerChunkedSeparator, SpeakersBackend
 from sepgan.models import load_separator
@@ -65,9 +65,9 @@ def separate_speakers_file(engine: SpeakerChunkedSeparator, source: str | Path, 
     rate, model_rate = info.samplerate, engine.sample_rate
     block = max(1, round(block_seconds * rate))
 
-    scale, total = level(resampled(read_blocks(source, block, mono, fix_nonfinite), rate, model_rate, channels))
-    model_blocks = resampled(reported(read_blocks(source, block, mono, fix_nonfinite), rate, progress),
-                             rate, model_rate, channels)
+    offset, scale, total = level(resampled(read_blocks(source, block, mono, fix_nonfinite), rate, model_rate, channels))
+    model_blocks = centred(resampled(reported(read_blocks(source, block, mono, fix_nonfinite), rate, progress),
+                                     rate, model_rate, channels), offset)
     flat = (b.reshape(channels * voices, -1) for b in engine.stream(model_blocks, total, scale))
     n_out = round(info.frames * out.sample_rate / rate)
     blocks = fit_length(resampled(flat, model_rate, out.sample_rate, channels * voices), n_out)

@@ -102,17 +102,19 @@ class Separator(nn.Module):
             return estimate, mixture_features - estimate
         return mixture_features - estimate, estimate
 
-    def forward(self, mixture: torch.Tensor, scale: torch.Tensor | None = None) -> Separation:
+    def forward(self, mixture: torch.Tensor, scale: torch.Tensor | None = None,
+                offset: torch.Tensor | None = None) -> Separation:
         """Separate (batch, samples) mixtures.
 
-        `scale` (batch, 1) replaces the mixture's own RMS as the normalising level; chunked
-        inference passes the whole file's level so every chunk sees the same scaling. Everything but
-        the U-Net runs in full precision, also under autocast.
+        The mixture's DC offset goes to the noise and the rest is normalised by its RMS
+        (`centred_level`); `offset` and `scale` (batch, 1) replace the mixture's own mean and RMS,
+        as chunked inference does with the whole file's so that every chunk is treated alike.
+        Everything but the U-Net runs in full precision, also under autocast.
         """
         with full_precision(mixture):
             mixture = upcast(mixture)
-            scale = rms(mixture) if scale is None else upcast(scale)
-            mixture_spec = self.frontend.stft(mixture / scale)
+            centred, scale = centred_level(mixture, scale, offset)
+            mixture_spec = self.frontend.stft(centred / scale)
             mixture_features = self.frontend.to_features(mixture_spec)
         speech_features, noise_features = self.separate_features(mixture_features)
         with full_precision(mixture):
@@ -129,19 +131,34 @@ class Separator(nn.Module):
         return self.noise_classifier(noise_features.detach() if self.detach_classifier else noise_features)
 
     @torch.no_grad()
-    def separate(self, mixture: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    def separate(self, mixture: torch.Tensor, scale: torch.Tensor | None = None,
+                 offset: torch.Tensor | None = None) -> torch.Tensor:
         """Speech estimate for (batch, samples) or (samples,) audio, in eval mode."""
         was_training = self.training
         self.eval()
         try:
             one = mixture.dim() == 1
             batch = mixture[None] if one else mixture
-            if scale is not None:
-                scale = torch.as_tensor(scale, dtype=batch.dtype, device=batch.device).reshape(-1, 1)
-            speech = self(batch, scale).speech
+            scale, offset = (None if v is None else torch.as_tensor(v, dtype=batch.dtype, device=batch.device).reshape(-1, 1)
+                             for v in (scale, offset))
+            speech = self(batch, scale, offset).speech
             return speech[0] if one else speech
         finally:
             self.train(was_training)
+
+
+def centred_level(mixture: torch.Tensor, scale: torch.Tensor | None = None,
+                  offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mixture (batch, samples) less its DC offset, and the RMS about it that normalises it.
+
+    Speech has no DC offset, so a recording's is noise; left in, it passes the mask's DC bin: 12 of
+    the test split's 18 siren mixtures have noise whose mean is 0.77-0.90 of its RMS, and removing
+    it raised the shipped model's SI-SDRi on the sirens from 6.3 to 9.0 dB (README, "The shipped model").
+    `offset` and `scale` (batch, 1), when given, replace the mixture's own mean and RMS.
+    """
+    offset = mixture.mean(dim=-1, keepdim=True) if offset is None else upcast(offset)
+    centred = mixture - offset
+    return centred, rms(centred) if scale is None else upcast(scale)
 
 
 def apply_output(out: torch.Tensor, mixture_features: torch.Tensor, output: str = "mask",

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from sepgan.audio import FrontEnd, rms
+from sepgan.audio import FrontEnd
+from sepgan.models.separator import centred_level
 from sepgan.models.unet import UNet
 
 
@@ -72,11 +73,13 @@ class SpeakerSeparator(nn.Module):
         return tuple(apply_mask(out[:, k * channels:(k + 1) * channels], mixture_features)
                      for k in range(self.sources))
 
-    def forward(self, mixture: torch.Tensor, scale: torch.Tensor | None = None) -> SpeakerSeparation:
-        """Separate (batch, samples) mixtures into (batch, sources, samples)."""
-        scale = rms(mixture) if scale is None else scale
+    def forward(self, mixture: torch.Tensor, scale: torch.Tensor | None = None,
+                offset: torch.Tensor | None = None) -> SpeakerSeparation:
+        """Separate (batch, samples) mixtures into (batch, sources, samples); the DC offset goes to no voice
+        (`sepgan.models.separator.centred_level`)."""
+        centred, scale = centred_level(mixture, scale, offset)
         fe = self.frontend
-        mixture_spec = fe.stft(mixture / scale)
+        mixture_spec = fe.stft(centred / scale)
         mixture_features = fe.to_features(mixture_spec)
         features = torch.stack(self.separate_features(mixture_features), dim=1)
         batch = features.shape[0]
