@@ -33,9 +33,9 @@ def rotated(features: torch.Tensor, angle: float) -> torch.Tensor:
     """(re, im) features (batch, 2, freq, frames) times exp(i·angle), but for the DC and Nyquist bins.
 
     Those two are real in the spectrogram of any real signal (an all-pass phase shift of one, as
-    `data.augment.phase` makes, leaves them real too), and the inverse STFT drops their imaginary
-    part: rotated, whatever the model passes there would vanish. (Rotating them made a DC offset
-    in the test split's sirens disappear, which looked like a 1 dB sensitivity to the phase.)
+    `data.augment.phase` makes, leaves them real too). Rotated, they are an input no model has
+    seen: the shipped model's mask suppressed such a DC bin, which removed a DC offset in the test
+    split's sirens and looked like a 1 dB sensitivity to the phase.
     """
     c, s = math.cos(angle), math.sin(angle)
     re, im = features[:, 0], features[:, 1]
