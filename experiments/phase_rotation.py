@@ -11,6 +11,9 @@ its output is rotated back. This scores each mixture at `--angles` evenly spaced
 SI-SDRi at 0° (what `sepgan evaluate` scores), the mean over the angles, and the spread (standard
 deviation over the angles), on the same mixtures as `sepgan evaluate --data ... --split S`.
 The data augmentation `data.augment.phase` trains a model on such rotations.
+
+`--rotate-edges --keep-offset` repeat the first measurement of experiments/ABLATION.md ("A DC
+offset"): every bin rotated, and the mixture normalised as before 2026-11-28 (its mean left in).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from sepgan.models.separator import centred_level
 from sepgan.pretrained import default_checkpoint
 
 
-def rotated(features: torch.Tensor, angle: float) -> torch.Tensor:
-    """(re, im) features (batch, 2, freq, frames) times exp(i·angle), but for the DC and Nyquist bins.
+def rotated(features: torch.Tensor, angle: float, edges: bool = False) -> torch.Tensor:
+    """(re, im) features (batch, 2, freq, frames) times exp(i·angle), but for the DC and Nyquist bins
+    unless `edges`.
 
     Those two are real in the spectrogram of any real signal (an all-pass phase shift of one, as
     `data.augment.phase` makes, leaves them real too). Rotated, they are an input no model has
@@ -40,21 +44,26 @@ def rotated(features: torch.Tensor, angle: float) -> torch.Tensor:
     c, s = math.cos(angle), math.sin(angle)
     re, im = features[:, 0], features[:, 1]
     out = torch.stack((c * re - s * im, s * re + c * im), dim=1)
-    out[:, :, [0, -1]] = features[:, :, [0, -1]]
+    if not edges:
+        out[:, :, [0, -1]] = features[:, :, [0, -1]]
     return out
 
 
-def speech_at_angles(model: Separator, mixture: np.ndarray, angles: list[float]) -> list[np.ndarray]:
-    """The model's speech for the mixture's features rotated by each angle (and its output rotated back)."""
+def speech_at_angles(model: Separator, mixture: np.ndarray, angles: list[float], edges: bool = False,
+                     keep_offset: bool = False) -> list[np.ndarray]:
+    """The model's speech for the mixture's features rotated by each angle (and its output rotated back).
+
+    Normalised as the model normalises a mixture; `keep_offset` leaves its mean in, as before 2026-11-28.
+    """
     fe = model.frontend
     x = torch.from_numpy(np.ascontiguousarray(mixture, dtype=np.float32))[None]
     with torch.inference_mode():
-        centred, scale = centred_level(x)  # as the model normalises a mixture
+        centred, scale = centred_level(x, offset=torch.zeros(1, 1) if keep_offset else None)
         spec = fe.stft(centred / scale)
         features = fe.to_features(spec)
         out = []
         for angle in angles:
-            speech_features = rotated(model.separate_features(rotated(features, angle))[0], -angle)
+            speech_features = rotated(model.separate_features(rotated(features, angle, edges))[0], -angle, edges)
             out.append((fe.istft(fe.from_features(speech_features, spec), x.shape[-1]) * scale)[0].numpy())
     return out
 
@@ -66,6 +75,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--angles", type=int, default=8, help="evenly spaced over the circle, 0° first")
     parser.add_argument("--data", nargs="*", default=["root=../shared/data", "segment_seconds=4"])
+    parser.add_argument("--rotate-edges", action="store_true", help="rotate the DC and Nyquist bins too")
+    parser.add_argument("--keep-offset", action="store_true", help="leave the mixture's mean in (before 2026-11-28)")
     args = parser.parse_args()
     if args.angles < 2:
         parser.error(f"--angles must be at least 2, got {args.angles}")
@@ -77,11 +88,11 @@ def main() -> None:
     scores: dict[str, list[np.ndarray]] = defaultdict(list)  # class -> per mixture, SI-SDRi at each angle
     for example in ConfigMixtures(args.data, model.frontend.sample_rate, args.split, args.examples):
         before = si_sdr_db(example.mixture, example.speech)
-        speech = speech_at_angles(model, example.mixture, angles)
+        speech = speech_at_angles(model, example.mixture, angles, args.rotate_edges, args.keep_offset)
         scores[example.noise_class].append(np.array([si_sdr_db(y, example.speech) - before for y in speech]))
 
     print(f"SI-SDRi (dB) over {args.angles} rotations, {args.split} split")
-    print(f"| noise | mixtures | at 0° | mean over angles | spread (mean) | spread (largest) |")
+    print("| noise | mixtures | at 0° | mean over angles | spread (mean) | spread (largest) |")
     print("|---|---|---|---|---|---|")
     rows = {**scores, "all": [s for per_class in scores.values() for s in per_class]}
     for name, per_mixture in sorted(rows.items(), key=lambda kv: (kv[0] == "all", kv[0])):

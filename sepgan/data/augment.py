@@ -16,8 +16,8 @@ the training mixtures vary like recordings from elsewhere do:
   model that never saw that edge takes the speech above 4 kHz for noise;
 - phase: the whole recording (speech, target and noise alike) through an all-pass that shifts
   every frequency's phase by one random angle (a polarity inversion is the shift by 180°); it
-  sounds the same, but the complex spectrogram is rotated, and a model that never saw that gives
-  a different mask for a rotated input (see `phase_shifted`);
+  sounds the same but rotates the complex spectrogram (`phase_shifted`; off by default: it did
+  not help the shipped recipe, experiments/ABLATION.md);
 - wider SNR and level ranges than the unaugmented mixtures.
 
 Plain numpy/scipy; every random choice comes from the `rng` passed in, so an index-seeded
