@@ -208,7 +208,9 @@ class SeparationLoss(nn.Module):
         if w.keys() & {"mse", "noise_weighted_mse", "ssim"}:
             speech_features = frontend.encode(speech / sep.scale)
         if w.keys() & {"noise_weighted_mse", "huber_noise"}:
-            noise_features = frontend.encode(noise / sep.scale)
+            # What the network's noise features hold: the mixture less its DC offset (`centred_level`) less the speech.
+            offset = (speech + noise).mean(dim=-1, keepdim=True)
+            noise_features = frontend.encode((noise - offset) / sep.scale)
         if "mse" in w:
             terms["mse"] = mse(sep.speech_features, speech_features)
         if "noise_weighted_mse" in w:

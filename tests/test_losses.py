@@ -145,3 +145,16 @@ def test_bad_weights_are_named():
         SeparationLoss(dict(l1=1.0))
     with pytest.raises(ValueError, match="every weight is 0"):
         SeparationLoss(dict(mse=0.0))
+
+
+def test_noise_feature_terms_ignore_a_dc_offset_the_model_never_sees():
+    # The separator removes the mixture's offset before the network, so its noise features hold none;
+    # the noise target must not either, or these terms would fault the model for what it cannot output.
+    fe = FrontEnd(8000, 256, 64)
+    torch.manual_seed(0)
+    model = Separator(fe, unet=dict(n_blocks=3, channels=4)).eval()
+    loss = SeparationLoss(dict(noise_weighted_mse=1.0, huber_noise=1.0))
+    _, plain = loss(model(SPEECH + NOISE), SPEECH, NOISE, fe)
+    _, shifted = loss(model(SPEECH + NOISE + 0.3), SPEECH, NOISE + 0.3, fe)
+    for name in plain:
+        torch.testing.assert_close(shifted[name], plain[name], rtol=1e-3, atol=1e-6)

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from sepgan.atomic import AtomicFile
-from sepgan.audio import rms
 from sepgan.inference.backends import META_FRONTEND, META_RECEPTIVE_FIELD, META_TIME_FACTOR, OnnxBackend, receptive_field
 from sepgan.data import synthetic
 from sepgan.models import Separator
+from sepgan.models.separator import centred_level
 
 TOLERANCE = 1e-4  # largest accepted max|onnx - torch| / max|torch|
 
@@ -79,7 +79,8 @@ def check_onnx(model: Separator, path: str | Path, seconds: tuple[float, ...] = 
         speech = synthetic.speech_like(i, 0, fe.sample_rate, length)
         noise = synthetic.noise(synthetic.NOISE_KINDS[i % len(synthetic.NOISE_KINDS)], i, fe.sample_rate, length)
         mixture = torch.from_numpy(np.stack([speech + noise, speech - 0.5 * noise]))
-        features = fe.encode(mixture / rms(mixture))
+        centred, scale = centred_level(mixture)
+        features = fe.encode(centred / scale)
         with torch.inference_mode():
             expected = model.separate_features(features)[0]
         got = backend.speech_features(features)
