@@ -43,6 +43,13 @@
 # second weight of the same term, compressed=50 (533 s; the control with the shipped loss is the run above:
 # experiments/ABLATION.md, "A compressed spectral loss"); the two-speaker job reached step 4020 of 5000 and
 # was resumed on the warm machine (85 s; README "Two speakers", version 3); 668 s of device time in all.
+# The next lent GPU (as of 2026-11-28): version 8 fine-tuned at half the hop on the CPU gained 0.24-0.34 dB
+# SI-SDRi over the same fine-tune at its own hop in 1000 steps of 8 (experiments/ABLATION.md, "Half the hop");
+# train it for the steps a GPU gives, beside that control:
+#   EXTRA="frontend.hop_length=128 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
+#   CONTROL="data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
+# It costs about twice the time per second of audio, so a cheaper full-resolution level must come with it
+# before it can ship (experiments/level_cost.py: that level is half the U-Net's time).
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
 MAX_TIME=${MAX_TIME:-00:00:07:00}

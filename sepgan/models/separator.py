@@ -184,13 +184,17 @@ def apply_output(out: torch.Tensor, mixture_features: torch.Tensor, output: str 
     mix_re, mix_im = mixture_features[:, 0], mixture_features[:, 1]
     estimate_re = estimate_im = 0
     for k in range(frames):
-        mask_re, mask_im = out[:, 2 * k], out[:, 2 * k + 1]
-        squash = tanh_ratio(mask_re * mask_re + mask_im * mask_im)
-        mask_re, mask_im = mask_re * squash, mask_im * squash
+        mask_re, mask_im = bounded_complex_mask(out[:, 2 * k], out[:, 2 * k + 1])
         shifted_re, shifted_im = _shift_frames(mix_re, k - frames // 2), _shift_frames(mix_im, k - frames // 2)
         estimate_re = estimate_re + mask_re * shifted_re - mask_im * shifted_im
         estimate_im = estimate_im + mask_re * shifted_im + mask_im * shifted_re
     return torch.stack((estimate_re, estimate_im), dim=1)
+
+
+def bounded_complex_mask(re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The complex mask (re, im) with its magnitude m squashed to tanh(m) and its phase kept (see `apply_output`)."""
+    squash = tanh_ratio(re * re + im * im)
+    return re * squash, im * squash
 
 
 def _shift_frames(x: torch.Tensor, offset: int) -> torch.Tensor:
