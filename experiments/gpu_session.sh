@@ -48,7 +48,7 @@
 # train it for the steps a GPU gives, beside that control:
 #   EXTRA="frontend.hop_length=128 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
 #   CONTROL="data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
-# It costs about twice the time per second of audio, so a cheaper full-resolution level must come with it
+# It costs 1.6-1.9 times the time per second of audio, so a cheaper full-resolution level must come with it
 # before it can ship (experiments/level_cost.py: that level is half the U-Net's time).
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
