@@ -83,6 +83,20 @@ for job in "${trained[@]}"; do
     [ -n "$best" ] && separator_only "$best" "$OUT/${job}_$(basename "$best")"
     [ -f .gpu/out_"$job"/last.ckpt ] && separator_only .gpu/out_"$job"/last.ckpt "$OUT/${job}_last.ckpt"
 done
+# Each fine-tuned model on the GPU through the chunked path `sepgan separate` uses, against the CPU.
+for ckpt in "$OUT"/*_last.ckpt; do
+    [ -f "$ckpt" ] && python3 - "$ckpt" <<'PY' 2>&1 | grep -v Warning
+import sys, torch
+from sepgan.commands.bench import bench_signal
+from sepgan.inference.backends import TorchBackend
+from sepgan.inference.chunked import ChunkedSeparator
+from sepgan.models import load_separator
+signal = bench_signal(20.0)
+out = {d: ChunkedSeparator(TorchBackend(load_separator(sys.argv[1]), d)).separate(signal, 16000) for d in ("cuda", "cpu")}
+print(f"== {sys.argv[1]}: separate on cuda vs cpu, max |diff| {abs(out['cuda'] - out['cpu']).max():.2e} "
+      f"(peak {abs(out['cpu']).max():.2f})")
+PY
+done
 cp .gpu/check/bf16_generator.ckpt "$OUT/" 2>/dev/null
 tar czf "$OUT/logs.tgz" --exclude='*.ckpt' .gpu/check .gpu/out_* .gpu/*.txt 2>/dev/null
 ls -la "$OUT"

@@ -68,6 +68,8 @@ def test_output_follows_input_level():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(unet=dict(block="lstm")), "block"),
     (dict(unet=dict(n_blocks=8)), "n_blocks"),
+    (dict(unet=dict(frame_stack=0)), "frame_stack"),
+    (dict(unet=dict(frame_stack=1.5)), "frame_stack"),
     (dict(target="music"), "target"),
     (dict(output="gate"), "output"),
     (dict(unet=dict(norm="group")), "norm"),
@@ -317,3 +319,38 @@ def test_a_one_frame_model_starts_a_deep_filter_as_itself(tmp_path):
     x = torch.randn(8000) * 0.1
     torch.testing.assert_close(deep.separate(x), one_frame.separate(x))
     assert deep.net.last.weight[:2].abs().sum() == 0  # the earlier frame's tap starts empty
+
+
+@pytest.mark.parametrize("frames", [31, 32, 33, 70])
+def test_stacked_frames_keep_shapes_and_halve_the_unet_steps(frames):
+    torch.manual_seed(0)
+    net = UNet(2, 2, 33, block="tfc_tdf", n_blocks=5, channels=4, frame_stack=2).eval()
+    assert net.time_factor == 2 * net.factor
+    steps = []
+    net.bottleneck.register_forward_hook(lambda module, args, out: steps.append(out.shape[-1]))
+    x = torch.randn(1, 2, 33, frames)
+    out = net(x)
+    assert out.shape == x.shape
+    assert steps == [-(-frames // net.time_factor) * net.time_factor // 2 // net.factor]
+    torch.testing.assert_close(net._unstack(net._stack(torch.arange(2.0 * 64).reshape(1, 2, 1, 64))),
+                               torch.arange(2.0 * 64).reshape(1, 2, 1, 64))
+
+
+def test_a_one_frame_model_starts_a_stacked_one_on_its_own_frame_grid(tmp_path):
+    """At half the hop, every other frame is the one-frame model's grid: the stacked model starts as it there
+    and holds each mask over the frame after it; what it learns from the frames between starts at zero."""
+    from sepgan.models import transfer_weights
+    from tests.conftest import save_checkpoint, tiny_separator
+
+    one_frame = tiny_separator("frontend.hop_length=128")
+    stacked = tiny_separator("frontend.hop_length=64", "model.unet.frame_stack=2", seed=3)
+    transfer_weights(stacked, save_checkpoint(one_frame, tmp_path / "one.ckpt"))
+    x = torch.randn(1, 8000) * 0.1
+    coarse = one_frame.frontend.to_features(one_frame.frontend.stft(x))
+    fine = stacked.frontend.to_features(stacked.frontend.stft(x))
+    torch.testing.assert_close(fine[..., ::2], coarse)
+    with torch.no_grad():
+        out, held = one_frame.net(coarse), stacked.net(fine)
+    torch.testing.assert_close(held[..., ::2], out)
+    torch.testing.assert_close(held[..., 1::2], out[..., :held[..., 1::2].shape[-1]])
+    assert stacked.net.first.weight[:, 2:].abs().sum() == 0  # the in-between frame is read with zeros

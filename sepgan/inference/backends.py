@@ -49,7 +49,7 @@ class TorchBackend:
         # little; experiments/torch_memory_format.py)
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.frontend = model.frontend
-        self.time_factor = model.net.factor
+        self.time_factor = model.net.time_factor
         # measured when the checkpoint was saved (`save_separator`), else on first use
         self._receptive_field: int | None = getattr(model, "stored_receptive_field", None)
 

@@ -46,7 +46,7 @@ def export_onnx(model: Separator, path: str | Path) -> Path:
 
     model = model.eval().cpu()
     fe = model.frontend
-    example = torch.randn(2, fe.channels, fe.n_freq, 5 * model.net.factor + 3)
+    example = torch.randn(2, fe.channels, fe.n_freq, 5 * model.net.time_factor + 3)
     dynamic = {"features": {0: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
     # The exporter reports each step on stdout and warns about absent optional packages: quiet both.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -57,7 +57,7 @@ def export_onnx(model: Separator, path: str | Path) -> Path:
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {
         META_FRONTEND: json.dumps(asdict(fe)),
-        META_TIME_FACTOR: str(model.net.factor),
+        META_TIME_FACTOR: str(model.net.time_factor),
         META_RECEPTIVE_FIELD: str(receptive_field(model)),
     })
     with AtomicFile(path, overwrite=True) as target:

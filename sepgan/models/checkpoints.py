@@ -69,7 +69,8 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
 
     Unlike `load_separator`, the module keeps its own configuration: a model with another STFT hop,
     an added bottleneck block or a new head starts from trained weights wherever they fit; a one-frame
-    mask's output layer goes to the centre tap of a deep filter (`mask_frames` > 1), TDF layers
+    mask's output layer goes to the centre tap of a deep filter (`mask_frames` > 1), a U-Net reading one
+    frame per step into one that reads several (`frame_stack`; see `_stacked_frames`), TDF layers
     with fewer hidden units go into wider ones (a smaller `bn_factor`; see `_wider_tdf`), and a U-Net
     into a wider one (a larger `channels`; see `_wider_channels`). Returns
     (names copied, names of the module left as initialised); a tensor whose shape differs is an error,
@@ -82,6 +83,7 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
         raise ValueError(f"'{path}' holds no {name} weights")
     target = module.state_dict()
     source.update(_centre_taps(source, target, getattr(module, "mask_frames", 1)))
+    source.update(_stacked_frames(source, target))
     source.update(_wider_tdf(source, target))
     source.update(_wider_channels(source, target))
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in source.items()
@@ -124,6 +126,25 @@ def _centre_taps(source: dict, target: dict, taps: int) -> dict:
             head = have.new_zeros((want.shape[0], *have.shape[1:]))  # its inputs widened next, if the U-Net grew
             head[have.shape[0] * (taps // 2):have.shape[0] * (taps // 2 + 1)] = have
             widened[key] = head
+    return widened
+
+
+def _stacked_frames(source: dict, target: dict) -> dict:
+    """A U-Net that reads one frame per step (`net.first`, `net.last`) into one that reads k (`frame_stack`).
+
+    The first frame of each step is read with the checkpoint's weights and the others with zeros, and
+    every frame of a step gets the first frame's output. So the model starts as the checkpoint run on
+    every k-th frame, its mask held over the frames in between (at a hop k times shorter, that is
+    the checkpoint's own frame grid), and training teaches it to read and write the frames between.
+    """
+    first, stacked = source.get("net.first.weight"), target.get("net.first.weight")
+    if first is None or stacked is None or stacked.shape[1] == first.shape[1] or stacked.shape[1] % first.shape[1]:
+        return {}
+    k = stacked.shape[1] // first.shape[1]
+    widened = {"net.first.weight": torch.cat([first] + [torch.zeros_like(first)] * (k - 1), dim=1)}
+    for key in ("net.last.weight", "net.last.bias"):
+        if key in source:
+            widened[key] = torch.cat([source[key]] * k, dim=0)
     return widened
 
 

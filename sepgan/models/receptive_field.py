@@ -20,7 +20,7 @@ def receptive_field(model: nn.Module, frames: int = 128, max_frames: int = 8192)
     reach stays inside it. A model whose reach still hits an edge of `max_frames` frames (a window of about a minute
     at 16 kHz) has no usable bound, as with a recurrent layer over all frames, and is refused.
     """
-    factor = model.net.factor
+    factor = model.net.time_factor
     fe = model.frontend
     device = next(model.parameters()).device  # the probe runs where the model is (e.g. --device cuda)
     generator = torch.Generator().manual_seed(0)  # on the CPU: the same probe on every device

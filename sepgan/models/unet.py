@@ -7,6 +7,12 @@ concatenated. Inputs of any size are zero-padded to a multiple of 2**levels and 
 
 `bottleneck` adds temporal modelling after the bottleneck block: `none` (the study's U-Net) or
 `dilated` (`DilatedTemporal`: residual dilated convolutions over time, `dilations` per layer).
+
+`frame_stack` = k > 1 reads k consecutive STFT frames as one step (their channels side by side) and
+writes k frames' outputs from each step, so the U-Net's work per second of audio is that of a k times
+longer hop while the spectrogram, the mask and the overlap-add keep the short one. Why: version 8
+fine-tuned at half its hop gained 0.2-0.3 dB over its control but cost 1.6-1.9 times the time
+(experiments/ABLATION.md, "Half the hop"), and half the U-Net's time is at full resolution.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class UNet(nn.Module):
         bottleneck: str = "none",
         dilations: tuple[int, ...] = (1, 2, 4, 8),
         temporal_kernel: int = 3,
+        frame_stack: int = 1,
     ):
         super().__init__()
         if block not in BLOCKS:
@@ -47,8 +54,13 @@ class UNet(nn.Module):
                              f"{N_BLOCKS[-1]} (the study used 7 to 17; 3 and 5 make small, fast models)")
         if bottleneck not in ("none", "dilated"):
             raise ValueError(f"model.unet.bottleneck must be 'none' or 'dilated', got '{bottleneck}'")
+        if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or frame_stack < 1:
+            raise ValueError(f"model.unet.frame_stack must be a positive integer (STFT frames per U-Net step), "
+                             f"got {frame_stack!r}")
         self.levels = (n_blocks - 1) // 2
         self.factor = 2 ** self.levels
+        self.frame_stack = frame_stack
+        self.time_factor = self.factor * frame_stack  # input frames per bottleneck step: chunks align to it
         self.n_freq = n_freq
         padded_freq = -(-n_freq // self.factor) * self.factor
         ch = [channels * channel_mult**level for level in range(self.levels + 1)]
@@ -62,7 +74,7 @@ class UNet(nn.Module):
             return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 2, stride=2), make_norm(norm, c_out),
                                  make_activation(activation))
 
-        self.first = nn.Conv2d(in_channels, ch[0], 1)
+        self.first = nn.Conv2d(in_channels * frame_stack, ch[0], 1)
         self.encoders = nn.ModuleList(
             make_block(ch[i], ch[i], padded_freq // 2**i, **opts) for i in range(self.levels))
         self.downs = nn.ModuleList(down(ch[i], ch[i + 1]) for i in range(self.levels))
@@ -73,7 +85,7 @@ class UNet(nn.Module):
         self.ups = nn.ModuleList(up(ch[i + 1], ch[i]) for i in range(self.levels))
         self.decoders = nn.ModuleList(
             make_block(2 * ch[i], ch[i], padded_freq // 2**i, **opts) for i in range(self.levels))
-        self.last = nn.Conv2d(ch[0], out_channels, 1)
+        self.last = nn.Conv2d(ch[0], out_channels * frame_stack, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, in_channels, freq, frames) -> (batch, out_channels, freq, frames)."""
@@ -81,8 +93,8 @@ class UNet(nn.Module):
         if n_freq != self.n_freq:
             raise ValueError(f"U-Net built for {self.n_freq} frequency bins got {n_freq}")
         pad_f = -n_freq % self.factor
-        pad_t = -n_frames % self.factor
-        h = self.first(F.pad(x, (0, pad_t, 0, pad_f)))
+        pad_t = -n_frames % self.time_factor
+        h = self.first(self._stack(F.pad(x, (0, pad_t, 0, pad_f))))
         skips = []
         for encode, down in zip(self.encoders, self.downs):
             h = encode(h)
@@ -92,4 +104,20 @@ class UNet(nn.Module):
         for level in reversed(range(self.levels)):
             h = self.ups[level](h)
             h = self.decoders[level](torch.cat((h, skips[level]), dim=1))
-        return self.last(h)[..., :n_freq, :n_frames]
+        return self._unstack(self.last(h))[..., :n_freq, :n_frames]
+
+    def _stack(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, c, freq, k * steps) -> (batch, k * c, freq, steps); channel j * c + i is channel i of frame j of a step."""
+        k = self.frame_stack
+        if k == 1:
+            return x
+        b, c, f, t = x.shape
+        return x.reshape(b, c, f, t // k, k).permute(0, 4, 1, 2, 3).reshape(b, k * c, f, t // k)
+
+    def _unstack(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of `_stack`."""
+        k = self.frame_stack
+        if k == 1:
+            return x
+        b, kc, f, steps = x.shape
+        return x.reshape(b, k, kc // k, f, steps).permute(0, 2, 3, 4, 1).reshape(b, kc // k, f, steps * k)
