@@ -43,13 +43,20 @@
 # second weight of the same term, compressed=50 (533 s; the control with the shipped loss is the run above:
 # experiments/ABLATION.md, "A compressed spectral loss"); the two-speaker job reached step 4020 of 5000 and
 # was resumed on the warm machine (85 s; README "Two speakers", version 3); 668 s of device time in all.
-# The next lent GPU (as of 2026-11-28): version 8 fine-tuned at half the hop on the CPU gained 0.24-0.34 dB
-# SI-SDRi over the same fine-tune at its own hop in 1000 steps of 8 (experiments/ABLATION.md, "Half the hop");
-# train it for the steps a GPU gives, beside that control:
+# A session on 2026-11-28 (H200) ran SEEDS= MAX_TIME=00:00:08:00 STEPS=2500 WORKERS=7 with
+# EXTRA="frontend.hop_length=128 model.unet.frame_stack=2 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
+# and CONTROL="data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4" (429 s), then on the warm machine both
+# last.ckpt 1500 steps more at lr 1e-4 through gpu_train.sh with INIT= (242 s); 740 s of device time in all
+# (experiments/ABLATION.md, "the finer hop at the coarse hop's cost": stacking kept part of the half hop's
+# SI-SDR gain, none of its PESQ or VCTK gain; neither run beat version 8).
+# The next lent GPU (as of 2026-11-28): the plain half hop (the only change that gained PESQ and VCTK
+# against its control, on the CPU) for the steps a GPU gives, beside that control:
 #   EXTRA="frontend.hop_length=128 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
 #   CONTROL="data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
-# It costs 1.6-1.9 times the time per second of audio, so a cheaper full-resolution level must come with it
-# before it can ship (experiments/level_cost.py: that level is half the U-Net's time).
+# It costs about twice the time per second of audio (experiments/model_speed.py), so it ships only with a
+# cheaper full-resolution level (experiments/level_cost.py: half the U-Net's time). GPU fine-tunes of
+# versions 5-8 have moved them by a few tenths of a dB at most, validation often down; they train on the 90
+# speakers that travel, the CPU runs on all 201.
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
 MAX_TIME=${MAX_TIME:-00:00:07:00}
