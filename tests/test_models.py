@@ -70,6 +70,7 @@ def test_output_follows_input_level():
     (dict(unet=dict(n_blocks=8)), "n_blocks"),
     (dict(unet=dict(frame_stack=0)), "frame_stack"),
     (dict(unet=dict(frame_stack=1.5)), "frame_stack"),
+    (dict(unet=dict(frame_stack=2, stack_level=2)), "stack_level"),
     (dict(target="music"), "target"),
     (dict(output="gate"), "output"),
     (dict(unet=dict(norm="group")), "norm"),
@@ -321,17 +322,22 @@ def test_a_one_frame_model_starts_a_deep_filter_as_itself(tmp_path):
     assert deep.net.last.weight[:2].abs().sum() == 0  # the earlier frame's tap starts empty
 
 
+@pytest.mark.parametrize("stack_level", [0, 1])
 @pytest.mark.parametrize("frames", [31, 32, 33, 70])
-def test_stacked_frames_keep_shapes_and_halve_the_unet_steps(frames):
+def test_stacked_frames_keep_shapes_and_halve_the_unet_steps(frames, stack_level):
     torch.manual_seed(0)
-    net = UNet(2, 2, 33, block="tfc_tdf", n_blocks=5, channels=4, frame_stack=2).eval()
+    net = UNet(2, 2, 33, block="tfc_tdf", n_blocks=5, channels=4, frame_stack=2, stack_level=stack_level).eval()
     assert net.time_factor == 2 * net.factor
     steps = []
     net.bottleneck.register_forward_hook(lambda module, args, out: steps.append(out.shape[-1]))
+    first_level = []
+    net.encoders[0].register_forward_hook(lambda module, args, out: first_level.append(out.shape[-1]))
     x = torch.randn(1, 2, 33, frames)
     out = net(x)
     assert out.shape == x.shape
-    assert steps == [-(-frames // net.time_factor) * net.time_factor // 2 // net.factor]
+    padded = -(-frames // net.time_factor) * net.time_factor
+    assert steps == [padded // 2 // net.factor]
+    assert first_level == [padded // 2 if stack_level == 0 else padded]  # stacked after it: every frame
     torch.testing.assert_close(net._unstack(net._stack(torch.arange(2.0 * 64).reshape(1, 2, 1, 64))),
                                torch.arange(2.0 * 64).reshape(1, 2, 1, 64))
 
@@ -354,3 +360,20 @@ def test_a_one_frame_model_starts_a_stacked_one_on_its_own_frame_grid(tmp_path):
     torch.testing.assert_close(held[..., ::2], out)
     torch.testing.assert_close(held[..., 1::2], out[..., :held[..., 1::2].shape[-1]])
     assert stacked.net.first.weight[:, 2:].abs().sum() == 0  # the in-between frame is read with zeros
+
+
+def test_a_one_frame_model_starts_one_stacked_after_its_first_level_from_its_taps(tmp_path):
+    from sepgan.models import transfer_weights
+    from tests.conftest import save_checkpoint, tiny_separator
+
+    one_frame = tiny_separator("frontend.hop_length=128")
+    stacked = tiny_separator("frontend.hop_length=64", "model.unet.frame_stack=2", "model.unet.stack_level=1", seed=3)
+    copied, fresh = transfer_weights(stacked, save_checkpoint(one_frame, tmp_path / "one.ckpt"))
+    assert not fresh
+    down, strided = one_frame.net.downs[0][0].weight, stacked.net.downs[0][0].weight
+    torch.testing.assert_close(strided[..., ::2], down)  # the old taps, two fine frames apart
+    assert strided[..., 1::2].abs().sum() == 0
+    up, held = one_frame.net.ups[0][0].weight, stacked.net.ups[0][0].weight
+    for tap in range(2):  # each old tap over the two fine frames it now spans
+        torch.testing.assert_close(held[..., 2 * tap:2 * tap + 2], up[..., tap:tap + 1].expand(-1, -1, -1, 2))
+    torch.testing.assert_close(stacked.net.first.weight, one_frame.net.first.weight)  # level 0 reads every frame

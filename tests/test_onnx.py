@@ -130,9 +130,10 @@ def test_dilated_preset_exports_and_matches_pytorch(tmp_path):
     assert backend.receptive_field == receptive_field(model) > 15 * model.net.factor  # the dilations' reach
 
 
-@pytest.mark.parametrize("override", ["model.mask_frames=3", "frontend.window=sine", "model.unet.frame_stack=2"])
-def test_deep_filter_and_sine_window_export_and_separate_in_exact_chunks(tmp_path, override):
-    model = tiny_separator(override, seed=2)
+@pytest.mark.parametrize("overrides", [("model.mask_frames=3",), ("frontend.window=sine",), ("model.unet.frame_stack=2",),
+                                       ("model.unet.frame_stack=2", "model.unet.stack_level=1")])
+def test_deep_filter_and_sine_window_export_and_separate_in_exact_chunks(tmp_path, overrides):
+    model = tiny_separator(*overrides, seed=2)
     path = export_onnx(model, tmp_path / "df.onnx")
     assert check_onnx(model, path) <= TOLERANCE
     assert OnnxBackend(path).frontend == model.frontend  # the window travels in the file's metadata

@@ -136,16 +136,32 @@ def _stacked_frames(source: dict, target: dict) -> dict:
     every frame of a step gets the first frame's output. So the model starts as the checkpoint run on
     every k-th frame, its mask held over the frames in between (at a hop k times shorter, that is
     the checkpoint's own frame grid), and training teaches it to read and write the frames between.
+    Stacked after the first level (`stack_level=1`), the first down-sampling reads the checkpoint's
+    taps k frames apart and the last up-sampling holds each of its taps over k frames; the first
+    level's blocks then see frames k times closer than they were trained on, so the model starts only
+    near the checkpoint.
     """
     first, stacked = source.get("net.first.weight"), target.get("net.first.weight")
-    if first is None or stacked is None or stacked.shape[1] == first.shape[1] or stacked.shape[1] % first.shape[1]:
-        return {}
-    k = stacked.shape[1] // first.shape[1]
-    widened = {"net.first.weight": torch.cat([first] + [torch.zeros_like(first)] * (k - 1), dim=1)}
-    for key in ("net.last.weight", "net.last.bias"):
-        if key in source:
-            widened[key] = torch.cat([source[key]] * k, dim=0)
-    return widened
+    down, strided = source.get("net.downs.0.0.weight"), target.get("net.downs.0.0.weight")
+    if first is not None and stacked is not None and stacked.shape[1] != first.shape[1] \
+            and stacked.shape[1] % first.shape[1] == 0:
+        k = stacked.shape[1] // first.shape[1]
+        widened = {"net.first.weight": torch.cat([first] + [torch.zeros_like(first)] * (k - 1), dim=1)}
+        for key in ("net.last.weight", "net.last.bias"):
+            if key in source:
+                widened[key] = torch.cat([source[key]] * k, dim=0)
+        return widened
+    if down is not None and strided is not None and strided.shape[:3] == down.shape[:3] \
+            and strided.shape[3] != down.shape[3] and strided.shape[3] % down.shape[3] == 0:
+        # stacked after the first level (`stack_level=1`): the first down-sampling's time taps, k frames apart
+        k = strided.shape[3] // down.shape[3]
+        widened = {"net.downs.0.0.weight": torch.zeros_like(strided)}
+        widened["net.downs.0.0.weight"][..., ::k] = down
+        up = source.get("net.ups.0.0.weight")
+        if up is not None:
+            widened["net.ups.0.0.weight"] = up.repeat_interleave(k, dim=3)  # each tap held over k frames
+        return widened
+    return {}
 
 
 def _wider_tdf(source: dict, target: dict) -> dict:

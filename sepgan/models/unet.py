@@ -13,6 +13,9 @@ writes k frames' outputs from each step, so the U-Net's work per second of audio
 longer hop while the spectrogram, the mask and the overlap-add keep the short one. Why: version 8
 fine-tuned at half its hop gained 0.2-0.3 dB over its control but cost 1.6-1.9 times the time
 (experiments/ABLATION.md, "Half the hop"), and half the U-Net's time is at full resolution.
+`stack_level=1` stacks after the first level instead: its blocks run at every STFT frame and the
+first down-sampling takes 2k frames at once (a stride of 2k in time), so only the levels below it
+work at the coarse rate.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class UNet(nn.Module):
         dilations: tuple[int, ...] = (1, 2, 4, 8),
         temporal_kernel: int = 3,
         frame_stack: int = 1,
+        stack_level: int = 0,
     ):
         super().__init__()
         if block not in BLOCKS:
@@ -59,7 +63,12 @@ class UNet(nn.Module):
                              f"got {frame_stack!r}")
         self.levels = (n_blocks - 1) // 2
         self.factor = 2 ** self.levels
+        if stack_level not in (0, 1):
+            raise ValueError(f"model.unet.stack_level must be 0 (stack at the input) or 1 (after the first level), "
+                             f"got {stack_level!r}")
         self.frame_stack = frame_stack
+        self.stack_level = stack_level
+        at_input = frame_stack if stack_level == 0 else 1  # frames per step of the full-resolution level
         self.time_factor = self.factor * frame_stack  # input frames per bottleneck step: chunks align to it
         self.n_freq = n_freq
         padded_freq = -(-n_freq // self.factor) * self.factor
@@ -67,25 +76,29 @@ class UNet(nn.Module):
         make_block = BLOCKS[block]
         opts = dict(layers=layers, norm=norm, activation=activation, bn_factor=bn_factor)
 
-        def down(c_in, c_out):
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 2, stride=2), make_norm(norm, c_out), make_activation(activation))
+        def step(level):  # (frequency, time) kernel and stride of the down-sampling below `level`
+            return (2, 2 * frame_stack) if stack_level == 1 and level == 0 else (2, 2)
 
-        def up(c_in, c_out):
-            return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 2, stride=2), make_norm(norm, c_out),
+        def down(level, c_in, c_out):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, step(level), stride=step(level)), make_norm(norm, c_out),
                                  make_activation(activation))
 
-        self.first = nn.Conv2d(in_channels * frame_stack, ch[0], 1)
+        def up(level, c_in, c_out):
+            return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, step(level), stride=step(level)),
+                                 make_norm(norm, c_out), make_activation(activation))
+
+        self.first = nn.Conv2d(in_channels * at_input, ch[0], 1)
         self.encoders = nn.ModuleList(
             make_block(ch[i], ch[i], padded_freq // 2**i, **opts) for i in range(self.levels))
-        self.downs = nn.ModuleList(down(ch[i], ch[i + 1]) for i in range(self.levels))
+        self.downs = nn.ModuleList(down(i, ch[i], ch[i + 1]) for i in range(self.levels))
         self.bottleneck = make_block(ch[-1], ch[-1], padded_freq // self.factor, **opts)
         self.temporal = (DilatedTemporal(ch[-1], tuple(dilations), temporal_kernel, norm, activation)
                          if bottleneck == "dilated" else nn.Identity())
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.ups = nn.ModuleList(up(ch[i + 1], ch[i]) for i in range(self.levels))
+        self.ups = nn.ModuleList(up(i, ch[i + 1], ch[i]) for i in range(self.levels))
         self.decoders = nn.ModuleList(
             make_block(2 * ch[i], ch[i], padded_freq // 2**i, **opts) for i in range(self.levels))
-        self.last = nn.Conv2d(ch[0], out_channels * frame_stack, 1)
+        self.last = nn.Conv2d(ch[0], out_channels * at_input, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, in_channels, freq, frames) -> (batch, out_channels, freq, frames)."""
@@ -109,7 +122,7 @@ class UNet(nn.Module):
     def _stack(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, c, freq, k * steps) -> (batch, k * c, freq, steps); channel j * c + i is channel i of frame j of a step."""
         k = self.frame_stack
-        if k == 1:
+        if k == 1 or self.stack_level != 0:
             return x
         b, c, f, t = x.shape
         return x.reshape(b, c, f, t // k, k).permute(0, 4, 1, 2, 3).reshape(b, k * c, f, t // k)
@@ -117,7 +130,7 @@ class UNet(nn.Module):
     def _unstack(self, x: torch.Tensor) -> torch.Tensor:
         """The inverse of `_stack`."""
         k = self.frame_stack
-        if k == 1:
+        if k == 1 or self.stack_level != 0:
             return x
         b, kc, f, steps = x.shape
         return x.reshape(b, k, kc // k, f, steps).permute(0, 2, 3, 4, 1).reshape(b, kc // k, f, steps * k)
