@@ -3,7 +3,8 @@
 `n_blocks` counts every intermediate block: `(n_blocks - 1) / 2` encoder levels, one bottleneck
 and as many decoder levels, so 7 blocks = 3 down-samplings; it is odd, from 3 to 17. Down-sampling is a 2x2 stride-2
 convolution and up-sampling a 2x2 stride-2 transposed convolution, as in the study; skips are
-concatenated. Inputs of any size are zero-padded to a multiple of 2**levels and cropped back.
+concatenated. Inputs of any size are zero-padded to a multiple of 2**levels bins and `time_factor`
+frames (2**levels x `frame_stack`) and cropped back.
 
 `bottleneck` adds temporal modelling after the bottleneck block: `none` (the study's U-Net) or
 `dilated` (`DilatedTemporal`: residual dilated convolutions over time, `dilations` per layer).
@@ -11,8 +12,9 @@ concatenated. Inputs of any size are zero-padded to a multiple of 2**levels and 
 `frame_stack` = k > 1 reads k consecutive STFT frames as one step (their channels side by side) and
 writes k frames' outputs from each step, so the U-Net's work per second of audio is that of a k times
 longer hop while the spectrogram, the mask and the overlap-add keep the short one. Why: version 8
-fine-tuned at half its hop gained 0.2-0.3 dB over its control but cost 1.6-1.9 times the time
-(experiments/ABLATION.md, "Half the hop"), and half the U-Net's time is at full resolution.
+fine-tuned at half its hop gained 0.2-0.3 dB over its control but cost about twice the time
+(experiments/ABLATION.md, "Half the hop"). Stacked, it kept part of that SI-SDR gain and none of
+its PESQ or VCTK gain (ABLATION, "the finer hop at the coarse hop's cost"), so no preset uses it.
 `stack_level=1` stacks after the first level instead: its blocks run at every STFT frame and the
 first down-sampling takes 2k frames at once (a stride of 2k in time), so only the levels below it
 work at the coarse rate.
