@@ -71,6 +71,7 @@ def test_output_follows_input_level():
     (dict(unet=dict(frame_stack=0)), "frame_stack"),
     (dict(unet=dict(frame_stack=1.5)), "frame_stack"),
     (dict(unet=dict(frame_stack=2, stack_level=2)), "stack_level"),
+    (dict(unet=dict(top_block="light")), "top_block"),
     (dict(target="music"), "target"),
     (dict(output="gate"), "output"),
     (dict(unet=dict(norm="group")), "norm"),
@@ -377,3 +378,30 @@ def test_a_one_frame_model_starts_one_stacked_after_its_first_level_from_its_tap
     for tap in range(2):  # each old tap over the two fine frames it now spans
         torch.testing.assert_close(held[..., 2 * tap:2 * tap + 2], up[..., tap:tap + 1].expand(-1, -1, -1, 2))
     torch.testing.assert_close(stacked.net.first.weight, one_frame.net.first.weight)  # level 0 reads every frame
+
+
+@pytest.mark.parametrize("top_block, kinds", [("conv", ("ConvBlock", "ConvBlock")), ("none", ("Identity", "Sequential"))])
+def test_a_lighter_top_level_keeps_shapes_and_changes_only_that_level(top_block, kinds):
+    torch.manual_seed(0)
+    light = UNet(2, 2, 33, block="tfc_tdf", n_blocks=5, channels=4, top_block=top_block).eval()
+    same = UNet(2, 2, 33, block="tfc_tdf", n_blocks=5, channels=4).eval()
+    assert (type(light.encoders[0]).__name__, type(light.decoders[0]).__name__) == kinds
+    assert [type(m) for m in light.encoders[1:]] == [type(m) for m in same.encoders[1:]]
+    assert sum(p.numel() for p in light.parameters()) < sum(p.numel() for p in same.parameters())
+    x = torch.randn(1, 2, 33, 37)
+    assert light(x).shape == x.shape
+
+
+def test_a_lighter_top_level_starts_from_the_first_layer_of_each_full_resolution_block(tmp_path):
+    from sepgan.models import transfer_weights
+    from tests.conftest import save_checkpoint, tiny_separator
+
+    full = tiny_separator("model.unet.block=tfc_tdf")
+    light = tiny_separator("model.unet.block=tfc_tdf", "model.unet.top_block=conv", seed=3)
+    copied, fresh = transfer_weights(light, save_checkpoint(full, tmp_path / "full.ckpt"))
+    assert not fresh
+    for side in ("encoders", "decoders"):
+        layer, body = getattr(full.net, side)[0].tfc.convs[0], getattr(light.net, side)[0].body
+        torch.testing.assert_close(body[0].weight, layer[0].weight)  # the convolution
+        torch.testing.assert_close(body[1].running_var, layer[1].running_var)  # its norm
+    torch.testing.assert_close(light.net.encoders[1].tfc.convs[0][0].weight, full.net.encoders[1].tfc.convs[0][0].weight)

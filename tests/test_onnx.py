@@ -131,7 +131,8 @@ def test_dilated_preset_exports_and_matches_pytorch(tmp_path):
 
 
 @pytest.mark.parametrize("overrides", [("model.mask_frames=3",), ("frontend.window=sine",), ("model.unet.frame_stack=2",),
-                                       ("model.unet.frame_stack=2", "model.unet.stack_level=1")])
+                                       ("model.unet.frame_stack=2", "model.unet.stack_level=1"),
+                                       ("model.unet.top_block=none",)])
 def test_deep_filter_and_sine_window_export_and_separate_in_exact_chunks(tmp_path, overrides):
     model = tiny_separator(*overrides, seed=2)
     path = export_onnx(model, tmp_path / "df.onnx")

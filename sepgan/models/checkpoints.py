@@ -72,7 +72,8 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
     mask's output layer goes to the centre tap of a deep filter (`mask_frames` > 1), a U-Net reading one
     frame per step into one that reads several (`frame_stack`; see `_stacked_frames`), TDF layers
     with fewer hidden units go into wider ones (a smaller `bn_factor`; see `_wider_tdf`), and a U-Net
-    into a wider one (a larger `channels`; see `_wider_channels`). Returns
+    into a wider one (a larger `channels`; see `_wider_channels`), and the first layer of each
+full-resolution block into a lighter top level (`top_block=conv`; see `_light_top`). Returns
     (names copied, names of the module left as initialised); a tensor whose shape differs is an error,
     so a different network is never half-loaded by accident.
     """
@@ -85,6 +86,7 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
     source.update(_centre_taps(source, target, getattr(module, "mask_frames", 1)))
     source.update(_stacked_frames(source, target))
     source.update(_wider_tdf(source, target))
+    source.update(_light_top(source, target))
     source.update(_wider_channels(source, target))
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in source.items()
                   if k in target and v.shape != target[k].shape]
@@ -162,6 +164,21 @@ def _stacked_frames(source: dict, target: dict) -> dict:
             widened["net.ups.0.0.weight"] = up.repeat_interleave(k, dim=3)  # each tap held over k frames
         return widened
     return {}
+
+
+def _light_top(source: dict, target: dict) -> dict:
+    """The full-resolution level's blocks cut to one convolution each (`top_block=conv`): the first layer
+    of the checkpoint's encoder and decoder block (its convolution and norm, the same shapes) goes to
+    that convolution. The rest of each block is dropped, so the model starts near the checkpoint, not at it.
+    """
+    light = {}
+    for side in ("encoders", "decoders"):
+        for part in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            for layer in ("0", "1"):  # the convolution, then its norm
+                key = f"net.{side}.0.tfc.convs.0.{layer}.{part}"
+                if key in source and f"net.{side}.0.body.{layer}.{part}" in target:
+                    light[f"net.{side}.0.body.{layer}.{part}"] = source[key]
+    return light
 
 
 def _wider_tdf(source: dict, target: dict) -> dict:

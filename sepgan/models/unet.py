@@ -18,6 +18,13 @@ its PESQ or VCTK gain (ABLATION, "the finer hop at the coarse hop's cost"), so n
 `stack_level=1` stacks after the first level instead: its blocks run at every STFT frame and the
 first down-sampling takes 2k frames at once (a stride of 2k in time), so only the levels below it
 work at the coarse rate.
+
+`top_block` lightens the full-resolution level, which takes about half of a forward pass on a CPU
+(narrow convolutions over every bin and frame; experiments/level_cost.py): `same` (its blocks are
+the other levels'), `conv` (one 3x3 Conv-norm-activation on each side) or `none` (no encoder block; a
+1x1 Conv-norm-activation merges the skip and the up-sampled path). Why: half the STFT hop gains in
+SI-SDR, PESQ and on VCTK only when every level below works at the finer rate, and costs twice the
+time (experiments/ABLATION.md); a lighter top level pays for that.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepgan.models.blocks import BLOCKS, DilatedTemporal, make_activation, make_norm
+from sepgan.models.blocks import BLOCKS, ConvBlock, DilatedTemporal, make_activation, make_norm
 
+TOP_BLOCKS = ("same", "conv", "none")
 N_BLOCKS = range(3, 18, 2)  # 1 to 8 down-samplings; 8 already pads the input to a multiple of 256 bins and frames
 
 
@@ -51,6 +59,7 @@ class UNet(nn.Module):
         temporal_kernel: int = 3,
         frame_stack: int = 1,
         stack_level: int = 0,
+        top_block: str = "same",
     ):
         super().__init__()
         if block not in BLOCKS:
@@ -68,6 +77,9 @@ class UNet(nn.Module):
         if stack_level not in (0, 1):
             raise ValueError(f"model.unet.stack_level must be 0 (stack at the input) or 1 (after the first level), "
                              f"got {stack_level!r}")
+        if top_block not in TOP_BLOCKS:
+            raise ValueError(f"model.unet.top_block must be one of {list(TOP_BLOCKS)} (the full-resolution "
+                             f"level's blocks), got {top_block!r}")
         self.frame_stack = frame_stack
         self.stack_level = stack_level
         at_input = frame_stack if stack_level == 0 else 1  # frames per step of the full-resolution level
@@ -89,17 +101,24 @@ class UNet(nn.Module):
             return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, step(level), stride=step(level)),
                                  make_norm(norm, c_out), make_activation(activation))
 
+        def block(level, c_in, c_out):
+            if level > 0 or top_block == "same":
+                return make_block(c_in, c_out, padded_freq // 2**level, **opts)
+            if top_block == "conv":
+                return ConvBlock(c_in, c_out, padded_freq, layers=1, norm=norm, activation=activation)
+            if c_in == c_out:  # top_block=none: the encoder passes its input on
+                return nn.Identity()
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 1), make_norm(norm, c_out), make_activation(activation))
+
         self.first = nn.Conv2d(in_channels * at_input, ch[0], 1)
-        self.encoders = nn.ModuleList(
-            make_block(ch[i], ch[i], padded_freq // 2**i, **opts) for i in range(self.levels))
+        self.encoders = nn.ModuleList(block(i, ch[i], ch[i]) for i in range(self.levels))
         self.downs = nn.ModuleList(down(i, ch[i], ch[i + 1]) for i in range(self.levels))
         self.bottleneck = make_block(ch[-1], ch[-1], padded_freq // self.factor, **opts)
         self.temporal = (DilatedTemporal(ch[-1], tuple(dilations), temporal_kernel, norm, activation)
                          if bottleneck == "dilated" else nn.Identity())
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.ups = nn.ModuleList(up(i, ch[i + 1], ch[i]) for i in range(self.levels))
-        self.decoders = nn.ModuleList(
-            make_block(2 * ch[i], ch[i], padded_freq // 2**i, **opts) for i in range(self.levels))
+        self.decoders = nn.ModuleList(block(i, 2 * ch[i], ch[i]) for i in range(self.levels))
         self.last = nn.Conv2d(ch[0], out_channels * at_input, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
