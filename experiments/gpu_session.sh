@@ -49,14 +49,16 @@
 # last.ckpt 1500 steps more at lr 1e-4 through gpu_train.sh with INIT= (242 s); 740 s of device time in all
 # (experiments/ABLATION.md, "the finer hop at the coarse hop's cost": stacking kept part of the half hop's
 # SI-SDR gain, none of its PESQ or VCTK gain; neither run beat version 8).
-# The next lent GPU (as of 2026-11-28): the plain half hop (the only change that gained PESQ and VCTK
-# against its control, on the CPU) for the steps a GPU gives, beside that control:
-#   EXTRA="frontend.hop_length=128 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
-#   CONTROL="data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
-# It costs about twice the time per second of audio (experiments/model_speed.py), so it ships only with a
-# cheaper full-resolution level (experiments/level_cost.py: half the U-Net's time). GPU fine-tunes of
-# versions 5-8 have moved them by a few tenths of a dB at most, validation often down; they train on the 90
-# speakers that travel, the CPU runs on all 201.
+# The next lent GPU (as of 2026-11-28, second session): the half hop with a light top level, the only
+# half hop near the speed aims (1.2-1.4 times version 8's time; experiments/model_speed.py), for the steps
+# a GPU gives, beside the plain half hop (the only change that gained PESQ and VCTK against its control):
+#   EXTRA="frontend.hop_length=128 model.unet.top_block=none data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
+#   CONTROL="frontend.hop_length=128 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
+# On the CPU, 1000 steps left a light top level 1.3-1.9 dB below the full one, still rising, while the half
+# hop's gain over hop 256 held in full without it (experiments/ABLATION.md, "a lighter full-resolution
+# level"); whether it recovers is what the GPU's steps tell. GPU fine-tunes of versions 5-8 have moved them
+# by a few tenths of a dB at most, validation often down; they train on the 90 speakers that travel, the
+# CPU runs on all 201.
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
 MAX_TIME=${MAX_TIME:-00:00:07:00}
