@@ -50,15 +50,15 @@
 # (experiments/ABLATION.md, "the finer hop at the coarse hop's cost": stacking kept part of the half hop's
 # SI-SDR gain, none of its PESQ or VCTK gain; neither run beat version 8).
 # The next lent GPU (as of 2026-11-28, second session): the half hop with a light top level, the only
-# half hop near the speed aims (1.2-1.4 times version 8's time; experiments/model_speed.py), for the steps
-# a GPU gives, beside the plain half hop (the only change that gained PESQ and VCTK against its control):
+# half hop near the speed aims (`none`: 1.2-1.4 times version 8's time; experiments/model_speed.py), for the
+# steps a GPU gives, beside the plain half hop (the only change that gained PESQ and VCTK against its control):
 #   EXTRA="frontend.hop_length=128 model.unet.top_block=none data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
 #   CONTROL="frontend.hop_length=128 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
-# On the CPU, 1000 steps left a light top level 1.3-1.9 dB below the full one, still rising, while the half
-# hop's gain over hop 256 held in full without it (experiments/ABLATION.md, "a lighter full-resolution
-# level"); whether it recovers is what the GPU's steps tell. GPU fine-tunes of versions 5-8 have moved them
-# by a few tenths of a dB at most, validation often down; they train on the 90 speakers that travel, the
-# CPU runs on all 201.
+# On the CPU, 1000 steps left a light top level (`conv`) 1.3-1.9 dB below the full one, still rising, while
+# the half hop's gain over hop 256 held without it (all of its SI-SDR gain, most of its PESQ gain;
+# experiments/ABLATION.md, "a lighter full-resolution level"); whether it recovers is what the GPU's steps
+# tell. GPU fine-tunes of versions 5-8 have moved them by a few tenths of a dB at most, validation often
+# down; they train on the 90 speakers that travel, the CPU runs on all 201.
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
 MAX_TIME=${MAX_TIME:-00:00:07:00}
