@@ -54,7 +54,7 @@
 # steps a GPU gives, beside the plain half hop (the only change that gained PESQ and VCTK against its control):
 #   EXTRA="frontend.hop_length=128 model.unet.top_block=none data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
 #   CONTROL="frontend.hop_length=128 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
-# On the CPU, 1000 steps left a light top level (`conv`) 1.3-1.9 dB below the full one, still rising, while
+# On the CPU, 1000 steps left a light top level (`conv`) 1.3-1.9 dB below the full one, 2000 steps 0.8-0.9, while
 # the half hop's gain over hop 256 held without it (all of its SI-SDR gain, most of its PESQ gain;
 # experiments/ABLATION.md, "a lighter full-resolution level"); whether it recovers is what the GPU's steps
 # tell. GPU fine-tunes of versions 5-8 have moved them by a few tenths of a dB at most, validation often
