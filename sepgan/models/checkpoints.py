@@ -73,7 +73,7 @@ def transfer_weights(module: nn.Module, path: str | Path, name: str = "separator
     frame per step into one that reads several (`frame_stack`; see `_stacked_frames`), TDF layers
     with fewer hidden units go into wider ones (a smaller `bn_factor`; see `_wider_tdf`), and a U-Net
     into a wider one (a larger `channels`; see `_wider_channels`), and the first layer of each
-full-resolution block into a lighter top level (`top_block=conv`; see `_light_top`). Returns
+    full-resolution block into a lighter top level (`top_block=conv`; see `_light_top`). Returns
     (names copied, names of the module left as initialised); a tensor whose shape differs is an error,
     so a different network is never half-loaded by accident.
     """
