@@ -173,11 +173,10 @@ def _light_top(source: dict, target: dict) -> dict:
     """
     light = {}
     for side in ("encoders", "decoders"):
-        for part in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-            for layer in ("0", "1"):  # the convolution, then its norm
-                key = f"net.{side}.0.tfc.convs.0.{layer}.{part}"
-                if key in source and f"net.{side}.0.body.{layer}.{part}" in target:
-                    light[f"net.{side}.0.body.{layer}.{part}"] = source[key]
+        layer, body = f"net.{side}.0.tfc.convs.0.", f"net.{side}.0.body."  # both: .0 the convolution, .1 its norm
+        for key, value in source.items():
+            if key.startswith(layer) and body + key[len(layer):] in target:
+                light[body + key[len(layer):]] = value
     return light
 
 
