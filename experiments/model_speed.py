@@ -7,6 +7,7 @@ Each `--variant` is the shipped separator's configuration with those keys change
 weights by `transfer_weights` where they fit (a speed does not depend on what the weights learned, so
 no trained checkpoint is needed to reproduce one). Every model is timed as `make bench` times the shipped one:
 the chunked separator on 60 s of audio, one thread, after a 1 s warm-up, with the PyTorch backend
+(in float32, and in bf16 where the CPU computes it natively: `sepgan separate`'s `--precision auto`)
 and with ONNX Runtime (exported to a temporary folder). The models take turns in each of `--rounds`
 rounds, so a machine that gets busier or quieter during the run shifts them all alike.
 """
@@ -56,6 +57,7 @@ def main() -> None:
     from sepgan.inference.backends import OnnxBackend, TorchBackend
     from sepgan.inference.chunked import ChunkedSeparator
     from sepgan.inference.onnx_export import export_onnx
+    from sepgan.inference.precision import native_bf16
     from sepgan.models import load_separator
     from sepgan.pretrained import default_checkpoint
 
@@ -65,10 +67,14 @@ def main() -> None:
     models = {"shipped": shipped}
     models.update({" ".join(changes): variant(shipped, default_checkpoint(), changes) for changes in args.variant})
     engines = {}
+    columns = {"torch": "PyTorch", **({"bf16": "PyTorch bf16"} if native_bf16(torch.device("cpu")) else {}),
+               "onnx": "ONNX Runtime"}
     with tempfile.TemporaryDirectory() as folder:
         for i, (name, model) in enumerate(models.items()):
             onnx = export_onnx(model, Path(folder) / f"model{i}.onnx")
             engines[(name, "torch")] = ChunkedSeparator(TorchBackend(model))
+            if "bf16" in columns:
+                engines[(name, "bf16")] = ChunkedSeparator(TorchBackend(model, precision="bf16"))
             engines[(name, "onnx")] = ChunkedSeparator(OnnxBackend(onnx, threads=1))
         for engine in engines.values():
             engine.separate(signal[:SAMPLE_RATE], SAMPLE_RATE)
@@ -78,10 +84,10 @@ def main() -> None:
                 start = time.perf_counter()
                 engine.separate(signal, SAMPLE_RATE)
                 rtfs[key].append((time.perf_counter() - start) / 60.0)
-    print("| model | PyTorch | ONNX Runtime |\n|---|---|---|")
+    print(f"| model | {' | '.join(columns.values())} |\n|---{'|---' * len(columns)}|")
     for name in models:
-        cells = [" ".join(f"{r:.4f}" for r in rtfs[(name, backend)]) for backend in ("torch", "onnx")]
-        print(f"| {name} | {cells[0]} | {cells[1]} |")
+        cells = [" ".join(f"{r:.4f}" for r in rtfs[(name, backend)]) for backend in columns]
+        print(f"| {name} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

@@ -396,8 +396,8 @@ class Report:
         }
 
     def _label(self, method: str) -> str:
-        dry, shifts = self.info.get("dry", 0), self.info.get("shifts", 1)
-        how = ([f"dry {dry:g}"] if dry else []) + ([f"{shifts} shifts"] if shifts > 1 else [])
+        dry, shifts, precision = self.info.get("dry", 0), self.info.get("shifts", 1), self.info.get("precision")
+        how = ([f"dry {dry:g}"] if dry else []) + ([f"{shifts} shifts"] if shifts > 1 else []) + [precision] * bool(precision)
         return f"{LABELS[method]} ({', '.join(how)})" if method == "model" and how else LABELS[method]
 
     def _table(self, means: dict, lead: list[str] = ()) -> list[str]:

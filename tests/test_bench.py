@@ -40,16 +40,23 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
     assert torch.get_num_threads() == threads_before  # the bench leaves torch's setting as it found it
 
 
-def test_shipped_model_is_timed_as_separate_runs_it_with_both_backends(tiny_checkpoint, monkeypatch):
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_shipped_model_is_timed_as_separate_runs_it_with_both_backends(tiny_checkpoint, monkeypatch, native_bf16):
     import sepgan.commands.bench as bench
 
     monkeypatch.setattr(bench, "default_checkpoint", lambda: tiny_checkpoint)
+    monkeypatch.setattr(bench, "native_bf16", lambda device: native_bf16)
     engines = []
     monkeypatch.setattr(bench, "ChunkedSeparator", lambda *a, **k: engines.append(ChunkedSeparator(*a, **k)) or engines[-1])
     figures = bench.shipped_figures(bench.bench_signal(3.0), gating_rtf=0.01)
-    assert [len(engine.offsets) for engine in engines] == [1, 2, 1, 2]  # each backend, then with --shifts 2
-    for backend in ("torch", "onnx", "torch_shifts2", "onnx_shifts2"):
+    timed = ["torch", "onnx"] + ["torch_bf16"] * native_bf16  # bf16 only where the CPU computes it natively
+    assert [len(engine.offsets) for engine in engines] == [1, 2] * len(timed)  # each backend, then with --shifts 2
+    assert [engine.backend.precision for engine in engines if engine.backend.name == "torch"] == \
+        ["fp32", "fp32"] + ["bf16", "bf16"] * native_bf16
+    for backend in timed + [f"{name}_shifts2" for name in timed]:
         assert figures[backend]["rtf"] > 0
         assert figures[backend]["vs_noisereduce"] == pytest.approx(figures[backend]["rtf"] / 0.01)
+    assert "torch_bf16" in figures if native_bf16 else "torch_bf16" not in figures
     assert figures["audio_seconds"] == 3.0 and figures["chunk_seconds"] > 0
-    assert "the shipped model" in bench._shipped_table(figures) and "onnx, --shifts 2" in bench._shipped_table(figures)
+    table = bench._shipped_table(figures)
+    assert "the shipped model" in table and "onnx, --shifts 2" in table and ("torch, bf16" in table) == native_bf16

@@ -118,6 +118,15 @@ def test_shifts_score_the_averaged_frame_grids_and_are_labelled(folders, checkpo
     assert "argument --shifts: must be at least 1" in capsys.readouterr().err
 
 
+def test_bf16_scores_are_labelled_and_near_the_fp32_ones(folders, checkpoint, capsys):
+    fp32 = run(folders, checkpoint, *FAST, "--methods", "model", "--out", str(folders / "fp32"))
+    bf16 = run(folders, checkpoint, *FAST, "--methods", "model", "--precision", "bf16", "--out", str(folders / "bf16"))
+    assert "| model (bf16) |" in capsys.readouterr().out
+    assert bf16.summary()["precision"] == "bf16" and "precision" not in fp32.summary()
+    for a, b in zip(fp32.rows, bf16.rows):
+        assert a["si_sdr"] != b["si_sdr"] and b["si_sdr"] == pytest.approx(a["si_sdr"], abs=0.3)
+
+
 def test_mismatched_folder_contents_are_named(folders, checkpoint, capsys):
     write_pair(folders / "extra", "c")
     (folders / "extra" / "noisy" / "c.wav").rename(folders / "noisy" / "c.wav")
@@ -301,10 +310,10 @@ def test_the_command_runs_the_model_in_chunks_with_the_whole_file_result(tmp_pat
         assert np.abs(whole - example.mixture).max() > 1e-2 * np.abs(whole).max()  # the model changes the input
 
     devices = []
-    monkeypatch.setattr(backends, "load_backend", lambda path, device: devices.append(device)
-                        or backends.TorchBackend(load_separator(path), device))
+    monkeypatch.setattr(backends, "load_backend", lambda path, device, precision: devices.append((device, precision))
+                        or backends.TorchBackend(load_separator(path), device, precision))
     report = run(tmp_path, str(tiny_checkpoint), *FAST, "--methods", "model", "--device", "cpu")
-    assert devices == ["cpu"]
+    assert devices == [("cpu", "fp32")]  # scores the same on every machine unless asked otherwise
     reference = evaluate(examples, separator, methods=("model",), metrics=("si_sdr", "stoi"), progress=False)
     assert [r["file"] for r in report.rows] == [r["file"] for r in reference.rows] == ["long", "stereo48k"]
     for a, b in zip(report.rows, reference.rows):

@@ -5,11 +5,15 @@ import torch
 from torch import nn
 
 from sepgan.audio import FrontEnd
+from sepgan.inference.backends import TorchBackend, load_backend
+from sepgan.inference.chunked import ChunkedSeparator
+from sepgan.inference.precision import resolve_precision
 from sepgan.losses import SeparationLoss, feature_magnitude, projection_loss, si_sdr_loss
 from sepgan.models import Separator, load_separator
 from sepgan.models.separator import apply_output
 from sepgan.numerics import compress, expand, full_precision, magnitude, tanh_ratio
 from sepgan.training.stages import run_generator
+from tests.conftest import tiny_separator
 
 
 def finite(t: torch.Tensor) -> bool:
@@ -150,3 +154,39 @@ def test_bf16_mixed_training_on_cpu_stays_finite_and_validates(make_cfg, loss_te
     model = load_separator(result.checkpoint)
     assert all(finite(t) for t in model.state_dict().values() if t.is_floating_point())
     assert all(t.dtype != torch.bfloat16 for t in model.state_dict().values())  # weights are kept in float32
+
+
+# ---- inference in bf16 (`--precision`) ----------------------------------------------------------
+
+
+def test_bf16_inference_computes_in_bf16_and_returns_float32_close_to_fp32():
+    model = tiny_separator()
+    signal = torch.randn(3 * 16000).numpy() * 0.1
+    fp32 = ChunkedSeparator(TorchBackend(model)).separate(signal, 16000)
+    bf16 = ChunkedSeparator(TorchBackend(model, precision="bf16")).separate(signal, 16000)
+    assert bf16.dtype == fp32.dtype and bf16.shape == fp32.shape
+    error = float(((bf16 - fp32) ** 2).sum() / (fp32**2).sum())
+    assert 0 < error < 1e-3  # it ran in bf16 (not the float32 result), 30 dB or more from float32
+
+
+def test_precision_values_are_checked_and_auto_follows_the_cpu(monkeypatch):
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown precision 'half'; choose auto, fp32, bf16"):
+        resolve_precision("half", cpu)
+    with pytest.raises(ValueError, match="bf16 runs on a CPU or a CUDA GPU, not on 'meta'"):
+        resolve_precision("bf16", torch.device("meta"))
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"  # measured on a CPU only
+    for avx512_bf16, amx, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert resolve_precision("auto", cpu) == expected
+        assert TorchBackend(tiny_separator(), precision="auto").describe()["precision"] == expected
+
+
+def test_onnx_models_refuse_bf16_and_take_auto_as_float32(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"")  # refused before it is opened
+    with pytest.raises(ValueError, match="--precision bf16 needs the torch backend"):
+        load_backend(path, precision="bf16")
+    with pytest.raises(ValueError, match="cannot load ONNX model"):  # got past the precision check
+        load_backend(path, precision="auto")

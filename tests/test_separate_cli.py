@@ -62,7 +62,7 @@ def test_shifts_write_the_average_of_the_frame_grids(tmp_path, tiny_checkpoint):
     sf.write(tmp_path / "talk.wav", mixture, 16000, subtype="FLOAT")
     assert run(tmp_path / "talk.wav", "-o", tmp_path / "out", "--shifts", "2", checkpoint=tiny_checkpoint) == 0
     written = sf.read(tmp_path / "out" / "talk.wav", dtype="float32")[0]
-    backend = load_backend(tiny_checkpoint)
+    backend = load_backend(tiny_checkpoint, precision="auto")  # as the command loads it
     np.testing.assert_allclose(written, ChunkedSeparator(backend, shifts=2).separate(mixture), atol=1e-6)
     assert np.abs(written - ChunkedSeparator(backend).separate(mixture)).max() > 1e-4  # not one grid's
 
@@ -127,6 +127,8 @@ def test_bad_file_is_reported_and_the_rest_cleaned(inputs, tmp_path, tiny_checkp
     (["IN", "-o", "out", "--chunk-seconds", "0"], "chunk length must be positive"),
     (["IN", "-o", "out", "--dry", "1.5"], "dry must be between 0 (fully cleaned) and 1"),
     (["IN", "-o", "out", "--speakers", "2", "--shifts", "2"], "--shifts averages one voice's estimates"),
+    (["IN", "-o", "out", "--speakers", "2", "--precision", "bf16"], "--speakers runs in fp32"),
+    (["IN", "-o", "out", "--checkpoint", "model.onnx", "--precision", "bf16"], "needs the torch backend"),
 ])
 def test_bad_arguments_are_named(inputs, tiny_checkpoint, args, message, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

@@ -10,9 +10,11 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from fastapi.testclient import TestClient
 
 from sepgan.commands import main
+from sepgan.inference.precision import resolve_precision
 from sepgan.serve.app import Settings, create_app
 from sepgan.serve.service import _TemporaryFileResponse
 from sepgan.serve.noises import NoiseCatalogue
@@ -219,6 +221,7 @@ def test_spectrogram_and_listings(client, app):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content[:4] == b"\x89PNG"
     models = client.get("/api/models").json()
     assert models[0]["name"] == "tiny" and models[0]["sample_rate"] == 16000 and models[0]["backend"] == "torch"
+    assert models[0]["precision"] == resolve_precision("auto", torch.device("cpu"))  # the default, resolved here
     ids = [n["id"] for n in client.get("/api/noises").json()]
     assert "synthetic/siren" in ids and "folder/hum" in ids and "folder/street" in ids
     health = client.get("/api/health").json()

@@ -8,7 +8,8 @@
 - Training throughput: examples per second of full optimisation steps (forward, loss, backward,
   Adam) on 2-second 16 kHz mixtures in batches of 8, with all threads.
 - The shipped model as `sepgan separate` runs it (the chunked separator with its default chunks),
-  on the longest input with 1 thread: PyTorch, and ONNX Runtime on a fresh export of it.
+  on the longest input with 1 thread: PyTorch in float32, and in bf16 where the CPU computes it
+  natively (what `--precision auto` picks there), and ONNX Runtime on a fresh export of it.
 
 Each inference figure is one timed run after a 1-second warm-up; the input is the project's
 synthetic speech with a synthetic hum at 5 dB SNR (the U-Net's cost does not depend on content).
@@ -37,6 +38,7 @@ from sepgan.losses import SeparationLoss
 from sepgan.inference.backends import OnnxBackend, TorchBackend
 from sepgan.inference.chunked import ChunkedSeparator
 from sepgan.inference.onnx_export import export_onnx
+from sepgan.inference.precision import native_bf16
 from sepgan.models import Separator, load_separator
 from sepgan.pretrained import default_checkpoint
 
@@ -135,15 +137,19 @@ def inference_figures(model: Separator, signals: dict[float, np.ndarray], thread
 
 
 def shipped_figures(signal: np.ndarray, gating_rtf: float) -> dict:
-    """RTF (1 thread) of the shipped model through the chunked separator: PyTorch and ONNX Runtime."""
+    """RTF (1 thread) of the shipped model through the chunked separator: PyTorch (float32, and bf16 where
+    the CPU computes it natively) and ONNX Runtime."""
     model = load_separator(default_checkpoint())
     seconds = len(signal) / SAMPLE_RATE
     figures = {"checkpoint": default_checkpoint().name, "params": sum(p.numel() for p in model.parameters()),
-               "audio_seconds": seconds}
+               "audio_seconds": seconds, "native_bf16": native_bf16(torch.device("cpu"))}
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = export_onnx(model, Path(folder) / "shipped.onnx")
-        for backend_name, backend in (("torch", TorchBackend(model)), ("onnx", OnnxBackend(onnx_path, threads=1))):
+        backends = {"torch": TorchBackend(model), "onnx": OnnxBackend(onnx_path, threads=1)}
+        if figures["native_bf16"]:
+            backends["torch_bf16"] = TorchBackend(model, precision="bf16")
+        for backend_name, backend in backends.items():
             for shifts in (1, 2):  # `--shifts 2`: a little cleaner, for what it costs here
                 name = backend_name if shifts == 1 else f"{backend_name}_shifts{shifts}"
                 engine = ChunkedSeparator(backend, shifts=shifts)
@@ -154,7 +160,8 @@ def shipped_figures(signal: np.ndarray, gating_rtf: float) -> dict:
     return figures
 
 
-SHIPPED_ROWS = {"torch": "torch", "onnx": "onnx", "torch_shifts2": "torch, --shifts 2", "onnx_shifts2": "onnx, --shifts 2"}
+SHIPPED_ROWS = {"torch": "torch", "torch_bf16": "torch, bf16", "onnx": "onnx", "torch_shifts2": "torch, --shifts 2",
+                "torch_bf16_shifts2": "torch, bf16, --shifts 2", "onnx_shifts2": "onnx, --shifts 2"}
 
 
 def _shipped_table(figures: dict) -> str:
@@ -162,7 +169,7 @@ def _shipped_table(figures: dict) -> str:
              f"{figures['chunk_seconds']:g} s chunks, {figures['audio_seconds']:g} s of audio, 1 thread",
              f"{'backend':<18} {'RTF':>8} {'vs gating':>10} {'peak MB':>8}"]
     lines += [f"{label:<18} {figures[name]['rtf']:>8.3f} {figures[name]['vs_noisereduce']:>10.2f} "
-              f"{_mb(figures[name]['peak_added_mb']):>8}" for name, label in SHIPPED_ROWS.items()]
+              f"{_mb(figures[name]['peak_added_mb']):>8}" for name, label in SHIPPED_ROWS.items() if name in figures]
     return "\n".join(lines)
 
 

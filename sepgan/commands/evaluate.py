@@ -27,6 +27,7 @@ from sepgan.evaluation import (
     evaluate,
     listing,
 )
+from sepgan.inference.precision import PRECISIONS
 from sepgan.metrics import METRICS
 
 
@@ -35,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", help="a sepgan .ckpt, or an .onnx from `sepgan export-onnx` "
                                              "(default: the shipped model)")
     parser.add_argument("--device", default="cpu", help="torch device for a .ckpt, e.g. cuda (default: cpu)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="the U-Net's arithmetic for a .ckpt (default: fp32, the same scores on every machine; "
+                             "auto: bf16 where the CPU computes it natively, as `sepgan separate` runs)")
     source = parser.add_argument_group("examples (a folder pair, or --data)")
     source.add_argument("--noisy-dir", type=Path, help="folder of noisy recordings")
     source.add_argument("--clean-dir", type=Path, help="folder of the clean recordings, same file names")
@@ -87,11 +91,14 @@ def run(args: argparse.Namespace) -> Report:
 
     separator = frontend = None
     checkpoint = None
+    precision = "fp32"
     if "model" in args.methods or any(m.startswith("oracle_") for m in args.methods) or args.checkpoint:
         checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
         # In chunks as `sepgan separate` runs it: the model's memory does not grow with the file, and
         # the result is the whole-file one (the chunking is exact).
-        separator = ChunkedSeparator(load_backend(checkpoint, device=args.device), shifts=args.shifts)
+        backend = load_backend(checkpoint, device=args.device, precision=args.precision)
+        separator = ChunkedSeparator(backend, shifts=args.shifts)
+        precision = getattr(backend, "precision", "fp32")
         frontend = separator.frontend
     if frontend is None:  # noisy input and spectral gating only: no model needed, 16 kHz
         from sepgan.audio import FrontEnd
@@ -105,7 +112,8 @@ def run(args: argparse.Namespace) -> Report:
         examples = FolderPairs(args.noisy_dir, args.clean_dir, frontend.sample_rate)
         source = {"noisy_dir": str(args.noisy_dir), "clean_dir": str(args.clean_dir)}
     info = {"checkpoint": str(checkpoint) if checkpoint else None, **source,
-            **({"shifts": args.shifts} if args.shifts != 1 and "model" in args.methods else {})}
+            **({"shifts": args.shifts} if args.shifts != 1 and "model" in args.methods else {}),
+            **({"precision": precision} if precision != "fp32" and "model" in args.methods else {})}
     report = evaluate(examples, separator if "model" in args.methods else None, args.methods, args.metrics,
                       frontend=frontend, progress=not args.no_progress, info=info, dry=args.dry)
     paths = report.write(out, overwrite=args.overwrite)

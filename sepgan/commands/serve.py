@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from sepgan.commands.options import port, positive_float, positive_int, torch_device
+from sepgan.inference.precision import PRECISIONS
 from sepgan.pretrained import default_checkpoint
 
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-queue", type=int, default=32, help="requests allowed to wait; more get 503 (default 32)")
     p.add_argument("--threads", type=positive_int, help="CPU threads per model call (default: PyTorch's choice)")
     p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (torch backend)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the U-Net's arithmetic (torch backend; default auto: bf16 on a CPU that computes it natively, "
+                        "about twice as fast, else fp32)")
     p.add_argument("--shifts", type=positive_int, default=1,
                    help="as `sepgan separate --shifts`: average N STFT frame grids (N times the work; default 1)")
     args = p.parse_args(argv)
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                             backend=args.backend, noise_dir=args.noise_dir, max_upload_mb=args.max_upload_mb,
                             max_seconds=args.max_seconds, max_samples=args.max_samples, workers=args.workers,
                             max_queue=args.max_queue, threads=args.threads, device=args.device,
-                            shifts=args.shifts)
+                            precision=args.precision, shifts=args.shifts)
         app = create_app(settings)
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -46,6 +46,7 @@ class Settings:
     batch_size: int = 1
     threads: int | None = None
     device: str = "cpu"  # torch device of the model (torch backend), e.g. cuda
+    precision: str = "auto"  # the U-Net's arithmetic (torch backend): auto, fp32 or bf16
     shifts: int = 1  # STFT frame grids averaged (`ChunkedSeparator`)
 
 
@@ -139,7 +140,8 @@ class Service:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.settings = settings
-        self.backend = load_backend(settings.checkpoint, settings.backend, settings.device, settings.threads)
+        self.backend = load_backend(settings.checkpoint, settings.backend, settings.device, settings.threads,
+                                    settings.precision)
         self.engine = ChunkedSeparator(self.backend, settings.chunk_seconds, settings.batch_size,
                                        shifts=settings.shifts)
         self.noises = NoiseCatalogue(settings.noise_dir)
