@@ -67,6 +67,23 @@ def test_shifts_write_the_average_of_the_frame_grids(tmp_path, tiny_checkpoint):
     assert np.abs(written - ChunkedSeparator(backend).separate(mixture)).max() > 1e-4  # not one grid's
 
 
+def test_precision_picks_the_arithmetic_and_the_summary_names_it(tmp_path, tiny_checkpoint, capsys):
+    from sepgan.inference.backends import load_backend
+    from sepgan.inference.chunked import ChunkedSeparator
+
+    mixture = noisy_speech(2.0)
+    sf.write(tmp_path / "talk.wav", mixture, 16000, subtype="FLOAT")
+    results = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert run(tmp_path / "talk.wav", "-o", out, "--precision", precision, checkpoint=tiny_checkpoint) == 0
+        results[precision] = sf.read(out / "talk.wav", dtype="float32")[0]
+        expected = ChunkedSeparator(load_backend(tiny_checkpoint, precision=precision)).separate(mixture)
+        np.testing.assert_allclose(results[precision], expected, atol=1e-6)
+        assert ("torch backend in bf16)" in capsys.readouterr().err) == (precision == "bf16")
+    assert 0 < np.abs(results["bf16"] - results["fp32"]).max() < 0.05 * np.abs(results["fp32"]).max()
+
+
 def test_existing_outputs_and_inputs_are_never_overwritten(inputs, tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -288,6 +288,8 @@ def test_python_api_gives_each_voice_of_arrays_tensors_and_files(tmp_path):
     assert "2-speaker" in repr(model)
     with pytest.raises(ValueError, match="a speaker separator runs one frame grid"):
         sepgan.load(checkpoint, shifts=2)
+    with pytest.raises(ValueError, match="a speaker separator runs in fp32"):
+        sepgan.load(checkpoint, precision="bf16")
 
     mix = voices(2.5, 16000).sum(0)  # 16 kHz through an 8 kHz model, several chunks
     first, second = model.separate(mix, 16000)

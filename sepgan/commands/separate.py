@@ -163,6 +163,12 @@ def _open_report(path: str, backend, overwrite: bool) -> AtomicFile:
         raise ValueError(f"--report {path}: cannot be written ({err.strerror or err})") from None
 
 
+def _described(backend) -> str:
+    """"torch backend", "torch backend in bf16" or "onnx backend", for the closing summary."""
+    bf16 = getattr(backend, "precision", "fp32") == "bf16"
+    return f"{backend.name} backend" + (" in bf16" if bf16 else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.speakers != 1 and args.report:
@@ -245,7 +251,7 @@ def _run(args: argparse.Namespace, jobs: list[Job], skipped: dict[Path, str], ba
             report_failed = True
     rtf = f", real-time factor {elapsed / done_seconds:.3f}" if done_seconds else ""
     print(f"cleaned {cleaned} of {len(jobs)} files ({done_seconds:.1f} s of audio) in "
-          f"{elapsed:.1f} s{rtf} (model loaded in {loaded - started:.1f} s, {backend.name} backend) "
+          f"{elapsed:.1f} s{rtf} (model loaded in {loaded - started:.1f} s, {_described(backend)}) "
           f"into '{args.outdir}'", file=sys.stderr)
     if interrupted is not None:
         print(f"interrupted while cleaning {job.source}; its unfinished output was removed", file=sys.stderr)

@@ -236,5 +236,7 @@ def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_s
     if isinstance(separator, SpeakerSeparator):
         if shifts != 1:
             raise ValueError(f"shifts: a speaker separator runs one frame grid (got shifts={shifts})")
+        if precision == "bf16":
+            raise ValueError("precision: a speaker separator runs in fp32 (got precision='bf16')")
         return Voices(SpeakerChunkedSeparator(SpeakersBackend(separator, device), chunk_seconds, batch_size), path)
     return Model(TorchBackend(separator, device, precision), path, chunk_seconds, batch_size, shifts)
