@@ -70,7 +70,7 @@ def test_separate_command_with_onnx_backend(exported, tiny_checkpoint, tmp_path)
     sf.write(tmp_path / "in.wav", noisy_speech(3.0, 22050), 22050, subtype="FLOAT")
     for backend, model in (("torch", tiny_checkpoint), ("onnx", exported)):
         assert main(["separate", str(tmp_path / "in.wav"), "-o", str(tmp_path / backend),
-                     "--checkpoint", str(model), "--backend", backend, "--quiet"]) == 0
+                     "--checkpoint", str(model), "--backend", backend, "--precision", "fp32", "--quiet"]) == 0
     a, rate = sf.read(tmp_path / "onnx" / "in.wav")
     b, _ = sf.read(tmp_path / "torch" / "in.wav")
     assert rate == 22050 and a.shape == b.shape
@@ -83,7 +83,8 @@ def test_python_api_and_evaluate_take_an_onnx_model(exported, tiny_checkpoint, t
     import sepgan
 
     stereo = np.stack([noisy_speech(2.5, 22050), noisy_speech(2.5, 22050, seed=1)])
-    (onnx_speech, noise), (torch_speech, _) = (sepgan.load(m).separate(stereo, 22050) for m in (exported, tiny_checkpoint))
+    (onnx_speech, noise), (torch_speech, _) = (sepgan.load(m, precision="fp32").separate(stereo, 22050)
+                                               for m in (exported, tiny_checkpoint))
     assert np.abs(onnx_speech - torch_speech).max() <= TOLERANCE * np.abs(torch_speech).max()
     np.testing.assert_allclose(onnx_speech + noise, stereo, atol=1e-6)
 
