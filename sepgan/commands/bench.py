@@ -167,8 +167,8 @@ SHIPPED_ROWS = {"torch": "torch", "torch_bf16": "torch, bf16", "onnx": "onnx", "
 def _shipped_table(figures: dict) -> str:
     lines = [f"the shipped model ({figures['checkpoint']}, {figures['params']:,d} params) as `sepgan separate` runs it: "
              f"{figures['chunk_seconds']:g} s chunks, {figures['audio_seconds']:g} s of audio, 1 thread",
-             f"{'backend':<18} {'RTF':>8} {'vs gating':>10} {'peak MB':>8}"]
-    lines += [f"{label:<18} {figures[name]['rtf']:>8.3f} {figures[name]['vs_noisereduce']:>10.2f} "
+             f"{'backend':<24} {'RTF':>8} {'vs gating':>10} {'peak MB':>8}"]
+    lines += [f"{label:<24} {figures[name]['rtf']:>8.3f} {figures[name]['vs_noisereduce']:>10.2f} "
               f"{_mb(figures[name]['peak_added_mb']):>8}" for name, label in SHIPPED_ROWS.items() if name in figures]
     return "\n".join(lines)
 
