@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (torch backend)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the U-Net's arithmetic (torch backend; default auto: bf16 on a CPU that computes it natively, "
-                        "about twice as fast, else fp32)")
+                        "about 1.7 times as fast, else fp32)")
     p.add_argument("--report", metavar="FILE", help="write what noise was removed from each file, and when, as "
                                                     "JSON (a model with a noise classifier; torch backend)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (torch backend)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the U-Net's arithmetic (torch backend; default auto: bf16 on a CPU that computes it natively, "
-                        "about twice as fast, else fp32)")
+                        "about 1.7 times as fast, else fp32)")
     p.add_argument("--shifts", type=positive_int, default=1,
                    help="as `sepgan separate --shifts`: average N STFT frame grids (N times the work; default 1)")
     args = p.parse_args(argv)

@@ -225,7 +225,7 @@ def load(name_or_path: str | Path | None = None, device: str = "cpu", *, chunk_s
     onnxruntime's threads for an .onnx model (PyTorch's are set with `torch.set_num_threads`).
     `shifts` > 1 averages that many STFT frame grids for a little more quality at that many times
     the work (`ChunkedSeparator`; one voice only). `precision` is the U-Net's arithmetic in a
-    checkpoint of one voice: "auto" (bf16 on a CPU that computes it natively, about twice as fast
+    checkpoint of one voice: "auto" (bf16 on a CPU that computes it natively, about 1.7 times as fast
     there), "fp32" or "bf16".
     """
     path = _resolve(name_or_path)

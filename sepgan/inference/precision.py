@@ -17,7 +17,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` is a CPU whose instructions compute bf16 (AVX512-BF16 or AMX).
 
-    There oneDNN runs the U-Net's bf16 convolutions at about twice its float32 speed (README, "The
+    There the shipped model separates in 55-60 % of its float32 time (README, "The
     shipped model"). Elsewhere it emulates bf16, which was not measured, so "auto" keeps float32;
     GPUs are left out of "auto" too: bf16 inference was measured on a CPU only.
     """
