@@ -49,9 +49,11 @@
 # last.ckpt 1500 steps more at lr 1e-4 through gpu_train.sh with INIT= (242 s); 740 s of device time in all
 # (experiments/ABLATION.md, "the finer hop at the coarse hop's cost": stacking kept part of the half hop's
 # SI-SDR gain, none of its PESQ or VCTK gain; neither run beat version 8).
-# The next lent GPU (as of 2026-11-28, second session): the half hop with a light top level, the only
-# half hop near the speed aims (`none`: 1.2-1.4 times version 8's time; experiments/model_speed.py), for the
-# steps a GPU gives, beside the plain half hop (the only change that gained PESQ and VCTK against its control):
+# The next lent GPU (as of 2026-11-28, third session): the half hop with a light top level, the only
+# half hop near the speed aims (`none`: 1.2-1.4 times version 8's time; in bf16 on the CPU 0.013-0.015, and
+# 0.018-0.021 with ONNX Runtime; experiments/model_speed.py), for the steps a GPU gives, beside the plain
+# half hop (the only change that gained PESQ and VCTK against its control; on the CPU it levelled off at
+# 10.24 dB and PESQ 2.13 on the test split after 2600 steps, experiments/ABLATION.md, "bf16 on the CPU"):
 #   EXTRA="frontend.hop_length=128 model.unet.top_block=none data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
 #   CONTROL="frontend.hop_length=128 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
 # On the CPU, 1000 steps left a light top level (`conv`) 1.3-1.9 dB below the full one, 2000 steps 0.8-0.9, while
