@@ -1,4 +1,4 @@
-"""Finite gradients at exact zeros, and mixed precision that trains (bf16 autocast on the CPU)."""
+"""Finite gradients at exact zeros, mixed precision that trains (bf16 autocast on the CPU), and bf16 inference."""
 
 import pytest
 import torch

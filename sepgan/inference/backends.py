@@ -18,14 +18,15 @@ import numpy as np
 import torch
 
 from sepgan.audio import FrontEnd
-from sepgan.models import Separator, load_separator
 from sepgan.inference.precision import resolve_precision
+from sepgan.models import Separator, load_separator
 from sepgan.models.receptive_field import receptive_field
 
 # Keys of the metadata an exported ONNX model carries, so that it alone is enough to run it.
 META_FRONTEND = "sepgan.frontend"
 META_TIME_FACTOR = "sepgan.time_factor"
 META_RECEPTIVE_FIELD = "sepgan.receptive_field"
+
 
 class Backend(Protocol):
     """What the chunked separator needs of a model: its front-end, its grid and reach, and features in, speech out."""
