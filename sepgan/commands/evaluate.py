@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> Report:
         # the result is the whole-file one (the chunking is exact).
         backend = load_backend(checkpoint, device=args.device, precision=args.precision)
         separator = ChunkedSeparator(backend, shifts=args.shifts)
-        precision = getattr(backend, "precision", "fp32")
+        precision = backend.precision
         frontend = separator.frontend
     if frontend is None:  # noisy input and spectral gating only: no model needed, 16 kHz
         from sepgan.audio import FrontEnd

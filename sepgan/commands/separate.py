@@ -165,8 +165,7 @@ def _open_report(path: str, backend, overwrite: bool) -> AtomicFile:
 
 def _described(backend) -> str:
     """"torch backend", "torch backend in bf16" or "onnx backend", for the closing summary."""
-    bf16 = getattr(backend, "precision", "fp32") == "bf16"
-    return f"{backend.name} backend" + (" in bf16" if bf16 else "")
+    return f"{backend.name} backend" + (" in bf16" if backend.precision == "bf16" else "")
 
 
 def main(argv: list[str] | None = None) -> int:

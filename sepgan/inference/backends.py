@@ -35,6 +35,7 @@ class Backend(Protocol):
     frontend: FrontEnd
     time_factor: int  # chunks must start on multiples of hop x time_factor samples
     receptive_field: int  # frames of context each side that an output frame depends on
+    precision: str  # the network's arithmetic: "fp32" or "bf16" (sepgan.inference.precision)
 
     def speech_features(self, features: torch.Tensor) -> torch.Tensor: ...
 
@@ -79,6 +80,7 @@ class TorchBackend:
 
 class OnnxBackend:
     name = "onnx"
+    precision = "fp32"  # ONNX Runtime's CPU kernels run the exported graph in float32
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort  # optional at import time: only this backend needs it
