@@ -17,6 +17,7 @@ from sepgan.data.augment import (
     phase_shifted,
     room_impulse_response,
     siren_noise,
+    sped_up,
 )
 from sepgan.data.mixing import power
 from sepgan.training.config import compose_config
@@ -45,6 +46,11 @@ def examples(dm: SeparationDataModule, count: int = 12, split: str = "train") ->
 
 def assert_sums(example: dict) -> None:
     torch.testing.assert_close(example["mixture"], example["speech"] + example["noise"], atol=1e-6, rtol=0)
+
+
+def peak_hz(x: np.ndarray) -> float:
+    f, p = sps.welch(np.asarray(x, np.float64), fs=SR, nperseg=min(8192, len(x)))
+    return float(f[np.argmax(p)])
 
 
 def decay_time(rir: np.ndarray, sos: np.ndarray) -> float:
@@ -162,6 +168,32 @@ def test_phase_shifted_examples_keep_speech_plus_noise_and_sound_the_same():
             x, y = a[key].numpy().astype(np.float64), b[key].numpy().astype(np.float64)
             assert np.mean(np.abs(spectrum(x) - spectrum(y))) < 0.1 * np.mean(spectrum(y))
             assert abs(np.corrcoef(x, y)[0, 1]) < 0.999
+
+
+@pytest.mark.parametrize("factor", [0.9, 0.93, 1.07, 1.1])
+def test_sped_up_raises_the_pitch_and_shortens_the_recording_by_the_factor(factor):
+    tone = np.sin(2 * np.pi * 440 * np.arange(SR) / SR)
+    out = sped_up(tone, factor)
+    assert abs(len(out) - SR / factor) < 0.002 * SR  # the rate rounded to a small ratio: within 0.2 %
+    assert abs(peak_hz(out) - 440 * factor) < 3
+    np.testing.assert_array_equal(sped_up(tone, 1.0), tone)
+
+
+def test_speed_changes_speech_and_recorded_noise_and_the_mixture_stays_their_sum():
+    def peaks(speed):
+        dm = datamodule(speed=speed)
+        augmenter = dm.datasets["train"].augmenter
+        for corpus, hz in ((augmenter.speech, 300.0), (augmenter.noise, 1000.0)):  # every recording a steady tone
+            corpus._cache = {i: np.sin(2 * np.pi * hz * np.arange(2 * SR) / SR) for i in range(len(corpus))}
+        augmenter._powers.clear()
+        found = []
+        for example in examples(dm, 6):
+            assert_sums(example)
+            found.append([peak_hz(example[key].numpy()) for key in ("speech", "noise")])
+        return np.array(found)
+    np.testing.assert_allclose(peaks({}), [[300.0, 1000.0]] * 6, atol=4)
+    np.testing.assert_allclose(peaks({"speech": 1.0, "noise": 1.0, "factor": [1.2, 1.2]}), [[360.0, 1200.0]] * 6, atol=4)
+    np.testing.assert_allclose(peaks({"speech": 1.0, "factor": [0.8, 0.8]}), [[240.0, 1000.0]] * 6, atol=4)
 
 
 def test_equalised_noise_is_not_white_any_more():
@@ -286,6 +318,10 @@ def test_bad_settings_are_named():
         AugmentConfig.from_dict({"sources": {"wind": 1.0}})
     with pytest.raises(ValueError, match=r"data.augment.resampled.cutoff: fractions of the Nyquist"):
         AugmentConfig.from_dict({"resampled": {"cutoff": [0.9, 1.0]}})
+    with pytest.raises(ValueError, match=r"data.augment.speed.factor: rates between 0.5 and 2"):
+        AugmentConfig.from_dict({"speed": {"factor": [0.3, 1.1]}})
+    with pytest.raises(ValueError, match=r"data.augment.speed.noise: a probability"):
+        AugmentConfig.from_dict({"speed": {"noise": 2}})
     with pytest.raises(ValueError, match=r"data.augment.phase: a probability"):
         AugmentConfig.from_dict({"phase": -0.5})
     with pytest.raises(ValueError, match="'early' or 'dry'"):

@@ -14,6 +14,9 @@ the training mixtures vary like recordings from elsewhere do:
 - resampling: the whole recording (speech, target and noise alike) through a sharp anti-alias
   low-pass just below the Nyquist frequency, as every 44.1/48 kHz file read at 16 kHz has been; a
   model that never saw that edge takes the speech above 4 kHz for noise;
+- speed: the speech, or a recorded noise clip, played faster or slower (tempo and pitch together,
+  by resampling, as speed perturbation does for speech recognisers): voices higher and lower than
+  the training speakers', and noises at pitches the recordings never had (off by default);
 - phase: the whole recording (speech, target and noise alike) through an all-pass that shifts
   every frequency's phase by one random angle (a polarity inversion is the shift by 180°); it
   sounds the same but rotates the complex spectrogram (`phase_shifted`; off by default: it did
@@ -28,6 +31,7 @@ room, the noise is the mixture minus the target (the added noise and the late re
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
@@ -79,6 +83,13 @@ class Resampled:
 
 
 @dataclass(frozen=True)
+class Speed:
+    speech: float = 0.0  # probability that the speech is played faster or slower (pitch with it)
+    noise: float = 0.0  # probability for each recorded noise clip
+    factor: tuple[float, float] = (0.9, 1.1)  # the rate: 1.1 is 10 % faster and higher
+
+
+@dataclass(frozen=True)
 class AugmentConfig:
     enabled: bool = True
     eval: bool = False  # validation/test augmented too (fixed per index); false: unaugmented
@@ -94,6 +105,7 @@ class AugmentConfig:
     band_limit: BandLimit = BandLimit()
     reverb: Reverb = Reverb()
     resampled: Resampled = Resampled()
+    speed: Speed = Speed()
     phase: float = 0.0  # probability that an example's phase is shifted by a random angle (all-pass)
 
     @classmethod
@@ -108,14 +120,15 @@ class AugmentConfig:
                   "band_limit.cutoff_hz": self.band_limit.cutoff_hz,
                   "band_limit.high_pass_hz": self.band_limit.high_pass_hz,
                   "reverb.rt60": self.reverb.rt60, "reverb.drr_db": self.reverb.drr_db,
-                  "resampled.cutoff": self.resampled.cutoff}
+                  "resampled.cutoff": self.resampled.cutoff, "speed.factor": self.speed.factor}
         for name, value in ranges.items():
             if len(value) != 2 or value[0] > value[1]:
                 raise ValueError(f"{prefix}.{name}: expected [low, high] with low <= high, got {list(value)}")
         probabilities = {"second_source": self.second_source, "eq.speech": self.eq.speech, "eq.noise": self.eq.noise,
                          "band_limit.speech": self.band_limit.speech, "band_limit.noise": self.band_limit.noise,
                          "band_limit.high_pass": self.band_limit.high_pass, "reverb.prob": self.reverb.prob,
-                         "resampled.prob": self.resampled.prob, "phase": self.phase}
+                         "resampled.prob": self.resampled.prob, "speed.speech": self.speed.speech,
+                         "speed.noise": self.speed.noise, "phase": self.phase}
         for name, p in probabilities.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{prefix}.{name}: a probability between 0 and 1, got {p}")
@@ -132,6 +145,8 @@ class AugmentConfig:
         if not (0.0 < self.resampled.cutoff[0] and self.resampled.cutoff[1] <= 0.99):
             raise ValueError(f"{prefix}.resampled.cutoff: fractions of the Nyquist frequency in (0, 0.99], "
                              f"got {list(self.resampled.cutoff)}")
+        if not (0.5 <= self.speed.factor[0] and self.speed.factor[1] <= 2.0):
+            raise ValueError(f"{prefix}.speed.factor: rates between 0.5 and 2, got {list(self.speed.factor)}")
 
 
 def _build(cls, values: dict[str, Any], prefix: str):
@@ -298,6 +313,18 @@ def room_impulse_response(sample_rate: int, rt60: float, drr_db: float, rng: np.
     return tail
 
 
+def sped_up(x: np.ndarray, factor: float) -> np.ndarray:
+    """x played `factor` times as fast (tempo and pitch together): resampled to about len(x) / factor samples.
+
+    The rate is rounded to a ratio of small integers (at most 40 in the denominator, within 0.1 % of
+    `factor` between 0.5 and 2) so that the polyphase resampler stays short.
+    """
+    ratio = Fraction(1 / factor).limit_denominator(40)
+    if ratio == 1:
+        return np.asarray(x, np.float64)
+    return sps.resample_poly(np.asarray(x, np.float64), ratio.numerator, ratio.denominator)
+
+
 def phase_shifted(x: np.ndarray, angle: float) -> np.ndarray:
     """x with every frequency's phase moved by `angle` radians: cos(angle)·x − sin(angle)·H(x), H the Hilbert transform.
 
@@ -358,10 +385,17 @@ class Augmenter:
             self._powers[key] = power(corpus.load(index))
         return self._powers[key]
 
-    def excerpt(self, corpus: Corpus, index: int, rng: np.random.Generator) -> np.ndarray | None:
-        """A looped excerpt of a recording that is not a pause."""
-        return active_excerpt(corpus.load(index), self.segment, rng, loop=True,
+    def excerpt(self, corpus: Corpus, index: int, rng: np.random.Generator, speed: float = 0.0) -> np.ndarray | None:
+        """A looped excerpt of a recording that is not a pause, played at another speed with probability `speed`."""
+        return active_excerpt(self.speed_changed(corpus.load(index), rng, speed), self.segment, rng, loop=True,
                               mean_power=self.mean_power(corpus, index))
+
+    def speed_changed(self, x: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
+        """x at a random rate of `speed.factor` with probability `prob` (no draw when prob is 0, so that
+        the mixtures of recipes without it stay as they were)."""
+        if prob > 0 and rng.random() < prob:
+            return sped_up(x, rng.uniform(*self.cfg.speed.factor))
+        return x
 
     def __call__(self, rng: np.random.Generator) -> dict[str, Any] | None:
         """An example (mixture, speech, noise, snr_db, noise_class, noise_class2), or None when an excerpt was silent.
@@ -416,7 +450,7 @@ class Augmenter:
 
     def speech_excerpt(self, index: int, rng: np.random.Generator, tries: int = 8) -> np.ndarray | None:
         """A segment that is not a pause, with `context` samples before it (the reverberation's past)."""
-        x, length = self.speech.load(index), self.segment
+        x, length = self.speed_changed(self.speech.load(index), rng, self.cfg.speed.speech), self.segment
         floor = 0.01 * self.mean_power(self.speech, index)
         padded = np.concatenate([np.zeros(self.context, x.dtype), x])
         for _ in range(tries if floor > 0 else 0):
@@ -471,7 +505,7 @@ class Augmenter:
         else:  # recorded (also babble when the split has a single speaker)
             label = self.noise.labels[rng.integers(len(self.noise.labels))]
             members = self.noise.by_label[label]
-            x = self.excerpt(self.noise, members[rng.integers(len(members))], rng)
+            x = self.excerpt(self.noise, members[rng.integers(len(members))], rng, self.cfg.speed.noise)
         if x is None:
             return None
         x = self.channel(np.asarray(x, np.float64), rng, self.cfg.eq.noise, self.cfg.band_limit.noise)
