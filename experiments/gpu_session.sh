@@ -53,8 +53,8 @@
 # half hop near the speed aims (`none`: 1.2-1.4 times version 8's time; in bf16 on the CPU 0.013-0.015, and
 # 0.018-0.021 with ONNX Runtime; experiments/model_speed.py), for the steps a GPU gives, beside the plain
 # half hop (the only change that gained PESQ and VCTK against its control; on the CPU it levelled off at
-# 10.24 dB and PESQ 2.13 on the test split after 2600 steps, and two parts with speed perturbation took it
-# to 10.37 and 2.15, experiments/ABLATION.md, "bf16 on the CPU" and "speed perturbation"):
+# 10.24 dB and PESQ 2.13 on the test split after 2600 steps, and three parts with speed perturbation took it
+# to 10.39 and 2.15, experiments/ABLATION.md, "bf16 on the CPU" and "speed perturbation"):
 #   EXTRA="frontend.hop_length=128 model.unet.top_block=none data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
 #   CONTROL="frontend.hop_length=128 data.augment.snr_db=[-5,15] optim.optimizer.lr=3e-4"
 # Two identical CPU fine-tunes landed up to 0.18 dB apart on the test split (ABLATION, "speed perturbation"):
