@@ -316,10 +316,10 @@ def room_impulse_response(sample_rate: int, rt60: float, drr_db: float, rng: np.
 def sped_up(x: np.ndarray, factor: float) -> np.ndarray:
     """x played `factor` times as fast (tempo and pitch together): resampled to about len(x) / factor samples.
 
-    The rate is rounded to a ratio of small integers (at most 40 in the denominator, within 0.1 % of
-    `factor` between 0.5 and 2) so that the polyphase resampler stays short.
+    The rate is rounded to a ratio of integers (at most 200 in the denominator: within 0.25 % of
+    `factor`) so that the polyphase resampler's filter stays short (a few ms for 15 s of audio).
     """
-    ratio = Fraction(1 / factor).limit_denominator(40)
+    ratio = Fraction(1 / factor).limit_denominator(200)
     if ratio == 1:
         return np.asarray(x, np.float64)
     return sps.resample_poly(np.asarray(x, np.float64), ratio.numerator, ratio.denominator)
