@@ -219,8 +219,8 @@ def load_audio(
     return wav, sr
 
 
-def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample (..., samples) float audio with soxr's high-quality filter."""
+def resample(wav: np.ndarray, sr_in: float, sr_out: float) -> np.ndarray:
+    """Resample (..., samples) float audio with soxr's high-quality filter (any ratio of rates)."""
     if sr_in == sr_out:
         return wav
     flat = wav.reshape(-1, wav.shape[-1])

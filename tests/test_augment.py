@@ -174,9 +174,9 @@ def test_phase_shifted_examples_keep_speech_plus_noise_and_sound_the_same():
 def test_sped_up_raises_the_pitch_and_shortens_the_recording_by_the_factor(factor):
     tone = np.sin(2 * np.pi * 440 * np.arange(SR) / SR)
     out = sped_up(tone, factor)
-    assert abs(len(out) - SR / factor) < 0.0025 * SR  # the rate rounded to a ratio of integers: within 0.25 %
+    assert abs(len(out) - SR / factor) <= 1
     assert abs(peak_hz(out) - 440 * factor) < 2
-    np.testing.assert_array_equal(sped_up(tone, 1.0), tone)
+    np.testing.assert_allclose(sped_up(tone, 1.0), tone, atol=1e-7)  # rate 1: untouched (float32)
 
 
 def test_speed_changes_speech_and_recorded_noise_and_the_mixture_stays_their_sum():

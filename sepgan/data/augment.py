@@ -23,7 +23,7 @@ the training mixtures vary like recordings from elsewhere do:
   not help the shipped recipe, experiments/ABLATION.md);
 - wider SNR and level ranges than the unaugmented mixtures.
 
-Plain numpy/scipy; every random choice comes from the `rng` passed in, so an index-seeded
+Plain numpy/scipy (and sepgan's soxr resampler); every random choice comes from the `rng` passed in, so an index-seeded
 generator gives the same example every time. The mixture is always target speech + noise: with a
 room, the noise is the mixture minus the target (the added noise and the late reverberation).
 """
@@ -31,7 +31,6 @@ room, the noise is the mixture minus the target (the added noise and the late re
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
@@ -39,6 +38,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal as sps
 
+from sepgan.audio import resample
 from sepgan.data.corpora import Corpus
 from sepgan.data.mixing import Mixer, active_excerpt, crop_or_pad, power
 
@@ -314,15 +314,9 @@ def room_impulse_response(sample_rate: int, rt60: float, drr_db: float, rng: np.
 
 
 def sped_up(x: np.ndarray, factor: float) -> np.ndarray:
-    """x played `factor` times as fast (tempo and pitch together): resampled to about len(x) / factor samples.
-
-    The rate is rounded to a ratio of integers (at most 200 in the denominator: within 0.25 % of
-    `factor`) so that the polyphase resampler's filter stays short (a few ms for 15 s of audio).
-    """
-    ratio = Fraction(1 / factor).limit_denominator(200)
-    if ratio == 1:
-        return np.asarray(x, np.float64)
-    return sps.resample_poly(np.asarray(x, np.float64), ratio.numerator, ratio.denominator)
+    """x played `factor` times as fast (tempo and pitch together): x taken as recorded at `factor` times
+    its rate and resampled back (sepgan.audio.resample, soxr), so len(x) / factor samples."""
+    return resample(np.asarray(x, np.float32), factor, 1.0)
 
 
 def phase_shifted(x: np.ndarray, angle: float) -> np.ndarray:
