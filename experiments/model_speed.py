@@ -8,7 +8,8 @@ weights by `transfer_weights` where they fit (a speed does not depend on what th
 no trained checkpoint is needed to reproduce one). Every model is timed as `make bench` times the shipped one:
 the chunked separator on 60 s of audio, one thread, after a 1 s warm-up, with the PyTorch backend
 (in float32, and in bf16 where the CPU computes it natively: `sepgan separate`'s `--precision auto`)
-and with ONNX Runtime (exported to a temporary folder). The models take turns in each of `--rounds`
+and with ONNX Runtime (exported to a temporary folder, in float32 and with int8 convolutions:
+`sepgan export-onnx --int8`). The models take turns in each of `--rounds`
 rounds, so a machine that gets busier or quieter during the run shifts them all alike.
 """
 
@@ -68,7 +69,7 @@ def main() -> None:
     models.update({" ".join(changes): variant(shipped, default_checkpoint(), changes) for changes in args.variant})
     engines = {}
     columns = {"torch": "PyTorch", **({"bf16": "PyTorch bf16"} if native_bf16(torch.device("cpu")) else {}),
-               "onnx": "ONNX Runtime"}
+               "onnx": "ONNX Runtime", "int8": "ONNX Runtime int8"}
     with tempfile.TemporaryDirectory() as folder:
         for i, (name, model) in enumerate(models.items()):
             onnx = export_onnx(model, Path(folder) / f"model{i}.onnx")
@@ -76,6 +77,8 @@ def main() -> None:
             if "bf16" in columns:
                 engines[(name, "bf16")] = ChunkedSeparator(TorchBackend(model, precision="bf16"))
             engines[(name, "onnx")] = ChunkedSeparator(OnnxBackend(onnx, threads=1))
+            int8 = export_onnx(model, Path(folder) / f"model{i}-int8.onnx", int8=True)
+            engines[(name, "int8")] = ChunkedSeparator(OnnxBackend(int8, threads=1))
         for engine in engines.values():
             engine.separate(signal[:SAMPLE_RATE], SAMPLE_RATE)
         rtfs = {key: [] for key in engines}

@@ -49,14 +49,15 @@ def test_shipped_model_is_timed_as_separate_runs_it_with_both_backends(tiny_chec
     engines = []
     monkeypatch.setattr(bench, "ChunkedSeparator", lambda *a, **k: engines.append(ChunkedSeparator(*a, **k)) or engines[-1])
     figures = bench.shipped_figures(bench.bench_signal(3.0), gating_rtf=0.01)
-    timed = ["torch", "onnx"] + ["torch_bf16"] * native_bf16  # bf16 only where the CPU computes it natively
+    timed = ["torch", "onnx", "onnx_int8"] + ["torch_bf16"] * native_bf16  # bf16 only where the CPU computes it natively
     assert [len(engine.offsets) for engine in engines] == [1, 2] * len(timed)  # each backend, then with --shifts 2
     assert [engine.backend.precision for engine in engines if engine.backend.name == "torch"] == \
         ["fp32", "fp32"] + ["bf16", "bf16"] * native_bf16
+    assert [engine.backend.precision for engine in engines if engine.backend.name == "onnx"] == ["fp32"] * 2 + ["int8"] * 2
     for backend in timed + [f"{name}_shifts2" for name in timed]:
         assert figures[backend]["rtf"] > 0
         assert figures[backend]["vs_noisereduce"] == pytest.approx(figures[backend]["rtf"] / 0.01)
     assert "torch_bf16" in figures if native_bf16 else "torch_bf16" not in figures
     assert figures["audio_seconds"] == 3.0 and figures["chunk_seconds"] > 0
     table = bench._shipped_table(figures)
-    assert "the shipped model" in table and "onnx, --shifts 2" in table and ("torch, bf16" in table) == native_bf16
+    assert "the shipped model" in table and "onnx, --shifts 2" in table and "onnx, int8" in table and ("torch, bf16" in table) == native_bf16

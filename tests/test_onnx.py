@@ -144,3 +144,52 @@ def test_deep_filter_and_sine_window_export_and_separate_in_exact_chunks(tmp_pat
     for backend in (TorchBackend(model), OnnxBackend(path)):
         chunked = ChunkedSeparator(backend, chunk_seconds=0.5).separate(signal)
         np.testing.assert_allclose(chunked, whole, atol=2e-5)
+
+
+@pytest.fixture(scope="module")
+def int8_run(tiny_checkpoint, tmp_path_factory):
+    """The tiny model exported with `--int8` through the command line, and what it printed."""
+    path = tmp_path_factory.mktemp("onnx_int8") / "tiny-int8.onnx"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export-onnx", "--checkpoint", str(tiny_checkpoint), "-o", str(path), "--int8"]) == 0
+    return path, printed.getvalue()
+
+
+def test_int8_export_quantizes_the_convolutions_and_stays_close(int8_run, exported, tiny_checkpoint):
+    from sepgan.inference.onnx_export import INT8_MIN_SNR_DB, check_onnx_snr
+
+    path, printed = int8_run
+    assert "int8 convolutions" in printed and "dB above their difference from PyTorch's" in printed
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert "QLinearConv" in ops and "Conv" not in ops
+    backend = OnnxBackend(path)
+    assert backend.precision == "int8" and backend.describe()["precision"] == "int8"
+    assert OnnxBackend(exported).precision == "fp32"
+    model = load_separator(tiny_checkpoint)
+    snr = check_onnx_snr(model, path)
+    assert INT8_MIN_SNR_DB <= snr < 80  # close, and not bit-exact: the int8 arithmetic really runs
+    assert check_onnx_snr(model, exported) > 80
+
+
+def test_int8_model_separates_and_is_named(int8_run, tiny_checkpoint, tmp_path, capsys):
+    path, _ = int8_run
+    mixture = noisy_speech(3.0, 22050)
+    sf.write(tmp_path / "in.wav", mixture, 22050, subtype="FLOAT")
+    assert main(["separate", str(tmp_path / "in.wav"), "-o", str(tmp_path / "out"), "--checkpoint", str(path)]) == 0
+    assert "onnx backend in int8" in capsys.readouterr().err
+    speech, rate = sf.read(tmp_path / "out" / "in.wav")
+    reference = ChunkedSeparator(TorchBackend(load_separator(tiny_checkpoint))).separate(mixture, 22050)
+    assert rate == 22050 and speech.shape == reference.shape
+    assert 10 * np.log10(np.sum(reference**2) / np.sum((speech - reference) ** 2)) > 20
+
+
+def test_int8_export_that_strays_is_removed(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    import sepgan.commands.export_onnx as command
+
+    monkeypatch.setattr(command, "check_onnx_snr", lambda model, path: 12.0)
+    output = tmp_path / "strays.onnx"
+    assert main(["export-onnx", "--checkpoint", str(tiny_checkpoint), "-o", str(output), "--int8"]) == 1
+    err = capsys.readouterr().err
+    assert "12.0 dB above their difference" in err and "at least 20" in err and "removed" in err
+    assert not output.exists()

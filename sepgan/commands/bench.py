@@ -9,7 +9,8 @@
   Adam) on 2-second 16 kHz mixtures in batches of 8, with all threads.
 - The shipped model as `sepgan separate` runs it (the chunked separator with its default chunks),
   on the longest input with 1 thread: PyTorch in float32, and in bf16 where the CPU computes it
-  natively (what `--precision auto` picks there), and ONNX Runtime on a fresh export of it.
+  natively (what `--precision auto` picks there), and ONNX Runtime on fresh exports of it, in float32
+  and with int8 convolutions (`sepgan export-onnx --int8`).
 
 Each inference figure is one timed run after a 1-second warm-up; the input is the project's
 synthetic speech with a synthetic hum at 5 dB SNR (the U-Net's cost does not depend on content).
@@ -138,7 +139,7 @@ def inference_figures(model: Separator, signals: dict[float, np.ndarray], thread
 
 def shipped_figures(signal: np.ndarray, gating_rtf: float) -> dict:
     """RTF (1 thread) of the shipped model through the chunked separator: PyTorch (float32, and bf16 where
-    the CPU computes it natively) and ONNX Runtime."""
+    the CPU computes it natively) and ONNX Runtime (float32, and int8 convolutions: `export-onnx --int8`)."""
     model = load_separator(default_checkpoint())
     seconds = len(signal) / SAMPLE_RATE
     figures = {"checkpoint": default_checkpoint().name, "params": sum(p.numel() for p in model.parameters()),
@@ -146,7 +147,9 @@ def shipped_figures(signal: np.ndarray, gating_rtf: float) -> dict:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = export_onnx(model, Path(folder) / "shipped.onnx")
-        backends = {"torch": TorchBackend(model), "onnx": OnnxBackend(onnx_path, threads=1)}
+        int8_path = export_onnx(model, Path(folder) / "shipped-int8.onnx", int8=True)
+        backends = {"torch": TorchBackend(model), "onnx": OnnxBackend(onnx_path, threads=1),
+                    "onnx_int8": OnnxBackend(int8_path, threads=1)}
         if figures["native_bf16"]:
             backends["torch_bf16"] = TorchBackend(model, precision="bf16")
         for backend_name, backend in backends.items():
@@ -160,8 +163,9 @@ def shipped_figures(signal: np.ndarray, gating_rtf: float) -> dict:
     return figures
 
 
-SHIPPED_ROWS = {"torch": "torch", "torch_bf16": "torch, bf16", "onnx": "onnx", "torch_shifts2": "torch, --shifts 2",
-                "torch_bf16_shifts2": "torch, bf16, --shifts 2", "onnx_shifts2": "onnx, --shifts 2"}
+SHIPPED_ROWS = {"torch": "torch", "torch_bf16": "torch, bf16", "onnx": "onnx", "onnx_int8": "onnx, int8",
+                "torch_shifts2": "torch, --shifts 2", "torch_bf16_shifts2": "torch, bf16, --shifts 2",
+                "onnx_shifts2": "onnx, --shifts 2", "onnx_int8_shifts2": "onnx, int8, --shifts 2"}
 
 
 def _shipped_table(figures: dict) -> str:

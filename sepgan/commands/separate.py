@@ -164,8 +164,8 @@ def _open_report(path: str, backend, overwrite: bool) -> AtomicFile:
 
 
 def _described(backend) -> str:
-    """"torch backend", "torch backend in bf16" or "onnx backend", for the closing summary."""
-    return f"{backend.name} backend" + (" in bf16" if backend.precision == "bf16" else "")
+    """"torch backend", "torch backend in bf16", "onnx backend" or "onnx backend in int8", for the closing summary."""
+    return f"{backend.name} backend" + (f" in {backend.precision}" if backend.precision != "fp32" else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from sepgan.models.receptive_field import receptive_field
 META_FRONTEND = "sepgan.frontend"
 META_TIME_FACTOR = "sepgan.time_factor"
 META_RECEPTIVE_FIELD = "sepgan.receptive_field"
+META_PRECISION = "sepgan.precision"  # "int8" for `export-onnx --int8`; absent (float32) in files from before it
 
 
 class Backend(Protocol):
@@ -35,7 +36,7 @@ class Backend(Protocol):
     frontend: FrontEnd
     time_factor: int  # chunks must start on multiples of hop x time_factor samples
     receptive_field: int  # frames of context each side that an output frame depends on
-    precision: str  # the network's arithmetic: "fp32" or "bf16" (sepgan.inference.precision)
+    precision: str  # the network's arithmetic: "fp32" or "bf16" (sepgan.inference.precision), "int8" (ONNX)
 
     def speech_features(self, features: torch.Tensor) -> torch.Tensor: ...
 
@@ -80,7 +81,6 @@ class TorchBackend:
 
 class OnnxBackend:
     name = "onnx"
-    precision = "fp32"  # ONNX Runtime's CPU kernels run the exported graph in float32
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort  # optional at import time: only this backend needs it
@@ -103,6 +103,8 @@ class OnnxBackend:
         self.frontend = FrontEnd(**json.loads(meta[META_FRONTEND]))
         self.time_factor = int(meta[META_TIME_FACTOR])
         self.receptive_field = int(meta[META_RECEPTIVE_FIELD])
+        # float32, or int8 convolutions (`export-onnx --int8`): what the file holds, not a choice here
+        self.precision = meta.get(META_PRECISION, "fp32")
         self.path = path
 
     def speech_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -111,7 +113,7 @@ class OnnxBackend:
         return torch.from_numpy(speech)
 
     def describe(self) -> dict:
-        return dict(backend=self.name, onnx=self.path.name, frontend=asdict(self.frontend))
+        return dict(backend=self.name, precision=self.precision, onnx=self.path.name, frontend=asdict(self.frontend))
 
 
 def load_backend(path: str | Path, backend: str | None = None, device: str = "cpu",
@@ -120,7 +122,8 @@ def load_backend(path: str | Path, backend: str | None = None, device: str = "cp
 
     `backend` defaults to the one the file's extension implies; asking for ONNX with a checkpoint
     is refused with the command that makes the ONNX file, since exporting takes a while.
-    `precision` is the PyTorch backend's; ONNX Runtime computes in float32, so "auto" means that there.
+    `precision` is the PyTorch backend's; ONNX Runtime runs the file as exported (float32, or int8
+    convolutions), so only "auto" and "fp32", the default of `separate` and of `evaluate`, pass there.
     """
     path = Path(path)
     kind = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
@@ -129,7 +132,8 @@ def load_backend(path: str | Path, backend: str | None = None, device: str = "cp
             raise ValueError(f"--backend onnx needs an .onnx model, got '{path}'; make one with "
                              f"`sepgan export-onnx --checkpoint {path} -o {path.with_suffix('.onnx')}`")
         if precision not in ("auto", "fp32"):
-            raise ValueError(f"--precision {precision} needs the torch backend (a .ckpt); ONNX Runtime runs float32")
+            raise ValueError(f"--precision {precision} needs the torch backend (a .ckpt); ONNX Runtime runs the "
+                             f"file as exported (float32, or int8 from `sepgan export-onnx --int8`)")
         return OnnxBackend(path, threads)
     if kind != "torch":
         raise ValueError(f"unknown backend '{kind}'; choose torch or onnx")
