@@ -64,8 +64,8 @@
 # experiments/ABLATION.md, "a lighter full-resolution level"); whether it recovers is what the GPU's steps
 # tell. GPU fine-tunes of versions 5-8 have moved them by a few tenths of a dB at most, validation often
 # down; they train on the 90 speakers that travel, the CPU runs on all 201.
-# As of the fourth session of 2026-11-28: `none` itself, 1000 CPU steps from version 8 (bf16), reached 8.42 dB on
-# its own validation (`conv`: 8.97); with `sepgan export-onnx --int8` it runs at 0.011-0.012 with ONNX Runtime,
+# As of the fourth session of 2026-11-28: `none` itself, 1000 and 2000 CPU steps from version 8 (bf16), reached 8.42
+# and 8.94 dB on its own validation (`conv`: 8.97 and 9.36); with `sepgan export-onnx --int8` it runs at 0.011-0.012 with ONNX Runtime,
 # the full half hop at 0.024-0.030 (experiments/ABLATION.md, "int8 convolutions"), so `none` stays the run to make.
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
