@@ -57,7 +57,7 @@ def main() -> None:
     from sepgan.commands.bench import SAMPLE_RATE, bench_signal
     from sepgan.inference.backends import OnnxBackend, TorchBackend
     from sepgan.inference.chunked import ChunkedSeparator
-    from sepgan.inference.onnx_export import export_onnx
+    from sepgan.inference.onnx_export import export_int8_copy, export_onnx
     from sepgan.inference.precision import native_bf16
     from sepgan.models import load_separator
     from sepgan.pretrained import default_checkpoint
@@ -77,7 +77,7 @@ def main() -> None:
             if "bf16" in columns:
                 engines[(name, "bf16")] = ChunkedSeparator(TorchBackend(model, precision="bf16"))
             engines[(name, "onnx")] = ChunkedSeparator(OnnxBackend(onnx, threads=1))
-            int8 = export_onnx(model, Path(folder) / f"model{i}-int8.onnx", int8=True)
+            int8 = export_int8_copy(model, onnx, Path(folder) / f"model{i}-int8.onnx")
             engines[(name, "int8")] = ChunkedSeparator(OnnxBackend(int8, threads=1))
         for engine in engines.values():
             engine.separate(signal[:SAMPLE_RATE], SAMPLE_RATE)

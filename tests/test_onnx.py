@@ -172,6 +172,16 @@ def test_int8_export_quantizes_the_convolutions_and_stays_close(int8_run, export
     assert check_onnx_snr(model, exported) > 80
 
 
+def test_int8_copy_of_an_export_equals_an_int8_export(int8_run, exported, tiny_checkpoint, tmp_path):
+    from sepgan.inference.onnx_export import export_int8_copy
+
+    copy = export_int8_copy(load_separator(tiny_checkpoint), exported, tmp_path / "copy.onnx")
+    features = OnnxBackend(exported).frontend.encode(torch.from_numpy(noisy_speech(1.5))[None])
+    np.testing.assert_array_equal(OnnxBackend(copy).speech_features(features),
+                                  OnnxBackend(int8_run[0]).speech_features(features))
+    assert OnnxBackend(copy).precision == "int8" and OnnxBackend(exported).precision == "fp32"
+
+
 def test_int8_model_separates_and_is_named(int8_run, tiny_checkpoint, tmp_path, capsys):
     path, _ = int8_run
     mixture = noisy_speech(3.0, 22050)

@@ -38,7 +38,7 @@ from sepgan.data.synthetic import speech_like
 from sepgan.losses import SeparationLoss
 from sepgan.inference.backends import OnnxBackend, TorchBackend
 from sepgan.inference.chunked import ChunkedSeparator
-from sepgan.inference.onnx_export import export_onnx
+from sepgan.inference.onnx_export import export_int8_copy, export_onnx
 from sepgan.inference.precision import native_bf16
 from sepgan.models import Separator, load_separator
 from sepgan.pretrained import default_checkpoint
@@ -147,7 +147,7 @@ def shipped_figures(signal: np.ndarray, gating_rtf: float) -> dict:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = export_onnx(model, Path(folder) / "shipped.onnx")
-        int8_path = export_onnx(model, Path(folder) / "shipped-int8.onnx", int8=True)
+        int8_path = export_int8_copy(model, onnx_path, Path(folder) / "shipped-int8.onnx")
         backends = {"torch": TorchBackend(model), "onnx": OnnxBackend(onnx_path, threads=1),
                     "onnx_int8": OnnxBackend(int8_path, threads=1)}
         if figures["native_bf16"]:
