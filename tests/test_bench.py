@@ -48,16 +48,28 @@ def test_shipped_model_is_timed_as_separate_runs_it_with_both_backends(tiny_chec
     monkeypatch.setattr(bench, "native_bf16", lambda device: native_bf16)
     engines = []
     monkeypatch.setattr(bench, "ChunkedSeparator", lambda *a, **k: engines.append(ChunkedSeparator(*a, **k)) or engines[-1])
-    figures = bench.shipped_figures(bench.bench_signal(3.0), gating_rtf=0.01)
+    calls = []
+    real_timed = bench.timed
+    monkeypatch.setattr(bench, "timed", lambda run, seconds: calls.append(len(calls)) or real_timed(run, seconds))
+    figures = bench.shipped_figures(bench.bench_signal(3.0), gating_rtf=0.01, rounds=3)
     timed = ["torch", "onnx", "onnx_int8"] + ["torch_bf16"] * native_bf16  # bf16 only where the CPU computes it natively
+    assert len(calls) == 3 * 2 * len(timed)  # every backend, with and without --shifts 2, in each of three rounds
     assert [len(engine.offsets) for engine in engines] == [1, 2] * len(timed)  # each backend, then with --shifts 2
     assert [engine.backend.precision for engine in engines if engine.backend.name == "torch"] == \
         ["fp32", "fp32"] + ["bf16", "bf16"] * native_bf16
     assert [engine.backend.precision for engine in engines if engine.backend.name == "onnx"] == ["fp32"] * 2 + ["int8"] * 2
     for backend in timed + [f"{name}_shifts2" for name in timed]:
-        assert figures[backend]["rtf"] > 0
+        assert len(figures[backend]["rtf_rounds"]) == 3 and min(figures[backend]["rtf_rounds"]) > 0
+        assert figures[backend]["rtf"] == sorted(figures[backend]["rtf_rounds"])[1]  # the median
         assert figures[backend]["vs_noisereduce"] == pytest.approx(figures[backend]["rtf"] / 0.01)
     assert "torch_bf16" in figures if native_bf16 else "torch_bf16" not in figures
     assert figures["audio_seconds"] == 3.0 and figures["chunk_seconds"] > 0
     table = bench._shipped_table(figures)
+    assert "median of 3 rounds" in table and "fastest" in table
     assert "the shipped model" in table and "onnx, --shifts 2" in table and "onnx, int8" in table and ("torch, bf16" in table) == native_bf16
+
+
+def test_bench_refuses_fewer_than_one_round(capsys):
+    with pytest.raises(SystemExit):
+        main(["--rounds", "0", "--no-shipped"])
+    assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
