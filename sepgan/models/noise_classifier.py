@@ -3,7 +3,7 @@
 The classifier reads the separator's *noise* features (what is taken out of the mixture), so it
 names exactly what was removed, whatever the speech did, and shares the separator's work instead
 of listening to the mixture again. A small CNN turns the compressed magnitude into one score per
-class and per frame group (`pool` STFT frames, 64 ms at a 16 ms hop); scores are independent
+class and per frame group (`pool` STFT frames, 48 ms at the shipped 12 ms hop); scores are independent
 sigmoids, so two noises at once, or none ("other"), are possible. Training labels name a whole
 mixture, not its frames (a dog barks somewhere in the clip), so frame scores are pooled over time
 by linear-softmax pooling (sum p² / sum p), which lets the frames that are sure dominate and still
