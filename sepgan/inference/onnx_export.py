@@ -6,8 +6,8 @@ backends. The file carries the front-end settings, the U-Net's time factor and i
 as metadata, so `sepgan separate --checkpoint model.onnx` needs nothing else.
 
 `int8=True` also quantizes the convolutions (static int8, ranges calibrated on synthetic mixtures).
-Why: on the shipped model ONNX Runtime then separates in about 23 % less time, from a third of
-the file size, for -0.01 dB on the test split (README, "ONNX").
+Why: on the shipped model ONNX Runtime then separates in about a fifth less time (17-22 % for
+version 9, 23 % for version 8), from a third of the file size, within 0.03 dB (README, "ONNX").
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _synthetic_features(model: Separator, index: int, seconds: float, snr_db: fl
 def calibration_features(model: Separator, count: int = CALIBRATION_MIXTURES, seconds: float = 4.0) -> list[np.ndarray]:
     """Features of `count` synthetic mixtures at -5...15 dB SNR (seeded): what sets the int8 ranges.
 
-    Synthetic, so that exporting needs no data; on the shipped model these ranges scored within a
+    Synthetic, so that exporting needs no data; on version 8 these ranges scored within a
     standard error of ranges from 32 training mixtures of real recordings (the test split against
     float32: -0.012 +- 0.012 and -0.003 +- 0.010 dB).
     """
