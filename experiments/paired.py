@@ -9,7 +9,9 @@ A's over the files both scored, ± one standard error of that mean difference, a
 B scored higher. Two models scored on the same mixtures differ far less from file to file than the
 mixtures do from each other, so the paired error is several times smaller than the difference of
 two means' errors: it is what tells a tenth of a decibel from noise. With `--by-noise`, the SI-SDRi
-difference per noise class as well.
+difference per noise class as well. Two methods of one evaluation (the model against DeepFilterNet3):
+
+    python experiments/paired.py per_file.csv per_file.csv --method deepfilternet3 --method-b model
 """
 
 from __future__ import annotations
@@ -55,9 +57,10 @@ def main() -> None:
     parser.add_argument("--metrics", nargs="+", help="columns to compare (default: those of si_sdri, pesq, stoi "
                                                      "the files have)")
     parser.add_argument("--method", default="model", help="the method column to compare (default: model)")
+    parser.add_argument("--method-b", help="B's method column, where it differs from A's (default: --method)")
     parser.add_argument("--by-noise", action="store_true", help="also the SI-SDRi difference per noise class")
     args = parser.parse_args()
-    a, b = read_scores(args.a, args.method), read_scores(args.b, args.method)
+    a, b = read_scores(args.a, args.method), read_scores(args.b, args.method_b or args.method)
     files = sorted(set(a) & set(b))
     if not files:
         raise SystemExit("the two files share no example names: were they scored on the same mixtures?")

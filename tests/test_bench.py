@@ -53,12 +53,13 @@ def test_shipped_model_is_timed_as_separate_runs_it_with_both_backends(tiny_chec
     monkeypatch.setattr(bench, "timed", lambda run, seconds: calls.append(len(calls)) or real_timed(run, seconds))
     figures = bench.shipped_figures(bench.bench_signal(3.0), gating_rtf=0.01, rounds=3)
     timed = ["torch", "onnx", "onnx_int8"] + ["torch_bf16"] * native_bf16  # bf16 only where the CPU computes it natively
-    assert len(calls) == 3 * 2 * len(timed)  # every backend, with and without --shifts 2, in each of three rounds
+    # every backend, with and without --shifts 2, and DeepFilterNet3 whole and its networks, in each of three rounds
+    assert len(calls) == 3 * (2 * len(timed) + 2)
     assert [len(engine.offsets) for engine in engines] == [1, 2] * len(timed)  # each backend, then with --shifts 2
     assert [engine.backend.precision for engine in engines if engine.backend.name == "torch"] == \
         ["fp32", "fp32"] + ["bf16", "bf16"] * native_bf16
     assert [engine.backend.precision for engine in engines if engine.backend.name == "onnx"] == ["fp32"] * 2 + ["int8"] * 2
-    for backend in timed + [f"{name}_shifts2" for name in timed]:
+    for backend in timed + [f"{name}_shifts2" for name in timed] + ["deepfilternet3", "deepfilternet3_networks"]:
         assert len(figures[backend]["rtf_rounds"]) == 3 and min(figures[backend]["rtf_rounds"]) > 0
         assert figures[backend]["rtf"] == sorted(figures[backend]["rtf_rounds"])[1]  # the median
         assert figures[backend]["vs_noisereduce"] == pytest.approx(figures[backend]["rtf"] / 0.01)
@@ -67,6 +68,21 @@ def test_shipped_model_is_timed_as_separate_runs_it_with_both_backends(tiny_chec
     table = bench._shipped_table(figures)
     assert "median of 3 rounds" in table and "fastest" in table
     assert "the shipped model" in table and "onnx, --shifts 2" in table and "onnx, int8" in table and ("torch, bf16" in table) == native_bf16
+    assert "DeepFilterNet3 (libDF)" in table and "DFN3 networks only, onnx" in table
+
+
+def test_bench_goes_on_without_deepfilternet3(tiny_checkpoint, monkeypatch, capsys):
+    import sepgan.commands.bench as bench
+    from sepgan.deepfilternet3 import DeepFilterNet3Unavailable
+
+    def unavailable():
+        raise DeepFilterNet3Unavailable("DeepFilterNet3 is not installed: pip install 'sepgan[baselines]'")
+
+    monkeypatch.setattr(bench, "default_checkpoint", lambda: tiny_checkpoint)
+    monkeypatch.setattr(bench, "DeepFilterNet3", unavailable)
+    figures = bench.shipped_figures(bench.bench_signal(2.0), gating_rtf=0.01, rounds=1)
+    assert "deepfilternet3" not in figures and "deepfilternet3_networks" not in figures and figures["torch"]["rtf"] > 0
+    assert "not timing DeepFilterNet3: DeepFilterNet3 is not installed" in capsys.readouterr().out
 
 
 def test_bench_refuses_fewer_than_one_round(capsys):

@@ -10,9 +10,11 @@
 - The shipped model as `sepgan separate` runs it (the chunked separator with its default chunks),
   on the longest input with 1 thread: PyTorch in float32, and in bf16 where the CPU computes it
   natively (what `--precision auto` picks there), and ONNX Runtime on fresh exports of it, in float32
-  and with int8 convolutions (`sepgan export-onnx --int8`). These take turns over `--rounds` rounds
-  (default 3) and each is given as its median: backends within a fifth of each other cannot be told
-  apart by one run each on a shared machine.
+  and with int8 convolutions (`sepgan export-onnx --int8`); and DeepFilterNet3, the released enhancer
+  to beat, where `sepgan[baselines]` is installed: whole, through its authors' C runtime, and its
+  three networks alone in ONNX Runtime (a lower bound on its time there: the speed aims' yardstick). These
+  take turns over `--rounds` rounds (default 3) and each is given as its median: backends within a
+  fifth of each other cannot be told apart by one run each on a shared machine.
 
 Every other inference figure is one timed run after a 1-second warm-up; the input is the project's
 synthetic speech with a synthetic hum at 5 dB SNR (the U-Net's cost does not depend on content).
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 
 from sepgan.baselines import spectral_gating
+from sepgan.deepfilternet3 import DeepFilterNet3, DeepFilterNet3Networks, DeepFilterNet3Unavailable
 from sepgan.training.config import build_separator, compose_config
 from sepgan.data.synthetic import noise as synthetic_noise
 from sepgan.data.synthetic import speech_like
@@ -141,7 +144,9 @@ def inference_figures(model: Separator, signals: dict[float, np.ndarray], thread
 
 def shipped_figures(signal: np.ndarray, gating_rtf: float, rounds: int = 3) -> dict:
     """RTF (1 thread) of the shipped model through the chunked separator: PyTorch (float32, and bf16 where
-    the CPU computes it natively) and ONNX Runtime (float32, and int8 convolutions: `export-onnx --int8`).
+    the CPU computes it natively) and ONNX Runtime (float32, and int8 convolutions: `export-onnx --int8`);
+    and of DeepFilterNet3 where it is installed: whole through libDF (one thread; its model load is not
+    timed), and its networks alone in ONNX Runtime.
 
     The backends take turns in each of `rounds` rounds, so a machine that grows busier or quieter during
     the bench shifts them alike; each figure is the median of its rounds, its peak memory the largest.
@@ -164,9 +169,16 @@ def shipped_figures(signal: np.ndarray, gating_rtf: float, rounds: int = 3) -> d
                 name = backend_name if shifts == 1 else f"{backend_name}_shifts{shifts}"
                 engines[name] = ChunkedSeparator(backend, shifts=shifts)
                 engines[name].separate(signal[:SAMPLE_RATE], SAMPLE_RATE)  # warm-up
+        try:  # resampled to its 48 kHz and back, as a user with 16 kHz audio runs it
+            engines["deepfilternet3"] = DeepFilterNet3()
+            engines["deepfilternet3_networks"] = _NetworksOnly(DeepFilterNet3Networks(threads=1))
+        except DeepFilterNet3Unavailable as error:
+            print(f"not timing DeepFilterNet3: {error}", flush=True)
         runs: dict[str, list[dict]] = {name: [] for name in engines}
         for _ in range(rounds):
             for name, engine in engines.items():
+                if hasattr(engine, "prepare"):  # DeepFilterNet3 loads a fresh state per signal: not timed, as
+                    engine.prepare()            # loading the shipped model is not
                 runs[name].append(timed(lambda: engine.separate(signal, SAMPLE_RATE), seconds))
         for name, timings in runs.items():
             rtfs = [t["rtf"] for t in timings]
@@ -178,9 +190,22 @@ def shipped_figures(signal: np.ndarray, gating_rtf: float, rounds: int = 3) -> d
     return figures
 
 
+class _NetworksOnly:
+    """DeepFilterNet3's networks timed as if they separated the signal (see `DeepFilterNet3Networks`)."""
+
+    def __init__(self, networks: DeepFilterNet3Networks):
+        self.networks = networks
+        networks.run(1.0)  # warm-up
+
+    def separate(self, signal: np.ndarray, sample_rate: int) -> None:
+        self.networks.run(len(signal) / sample_rate)
+
+
 SHIPPED_ROWS = {"torch": "torch", "torch_bf16": "torch, bf16", "onnx": "onnx", "onnx_int8": "onnx, int8",
                 "torch_shifts2": "torch, --shifts 2", "torch_bf16_shifts2": "torch, bf16, --shifts 2",
-                "onnx_shifts2": "onnx, --shifts 2", "onnx_int8_shifts2": "onnx, int8, --shifts 2"}
+                "onnx_shifts2": "onnx, --shifts 2", "onnx_int8_shifts2": "onnx, int8, --shifts 2",
+                "deepfilternet3": "DeepFilterNet3 (libDF)",
+                "deepfilternet3_networks": "DFN3 networks only, onnx"}
 
 
 def _shipped_table(figures: dict) -> str:

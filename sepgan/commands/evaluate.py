@@ -1,4 +1,4 @@
-"""`sepgan evaluate` (or `python -m sepgan.commands.evaluate`): score a checkpoint against the noisy input, spectral gating and oracle masks.
+"""`sepgan evaluate` (or `python -m sepgan.commands.evaluate`): score a checkpoint against the noisy input, spectral gating, oracle masks and, asked for, DeepFilterNet3.
 
 Examples come from a noisy/clean folder pair (`--noisy-dir`, `--clean-dir`) or from the held-out
 mixtures of a data config (`--data root=../shared/data noise_classes=[dog_bark]`; `--split train`:
@@ -18,6 +18,7 @@ from sepgan.audio import AudioError
 from sepgan.commands.options import positive_int
 from sepgan.evaluation import (
     CONFIG_SPLITS,
+    DEFAULT_METHODS,
     METHODS,
     ConfigMixtures,
     EvaluationError,
@@ -49,9 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="with --data (default: test); train: the training recordings, mixed as the "
                              "held-out splits are (a clearly higher score there than held out is over-fitting)")
     source.add_argument("--examples", type=int, default=64, help="with --data: number of mixtures (default: 64)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
-                        help=f"what to score, of {' '.join(METHODS)} (default: all; the oracles use the "
-                             f"checkpoint's STFT)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS, metavar="METHOD",
+                        help=f"what to score, of {' '.join(METHODS)} (default: all but deepfilternet3, the "
+                             f"released enhancer, which needs `pip install 'sepgan[baselines]'`; the oracles use "
+                             f"the checkpoint's STFT)")
     parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS, metavar="METRIC",
                         help=f"which measures, of {' '.join(METRICS)} (default: all; sdr/sir/sar and pesq are "
                              f"the slow ones)")
