@@ -7,7 +7,7 @@ real-time implementation its authors release, on the tract inference engine) and
 
 DeepFilterNet3 works at 48 kHz in 10 ms frames and answers `delay` samples late (its STFT's overlap
 plus its look-ahead, both read from the model's `config.ini`). Audio at another rate is resampled in and
-out with soxr, and the output is moved back by the delay, so it lines up with the input sample for
+out (`sepgan.audio.resample`), and the output is moved back by the delay, so it lines up with the input sample for
 sample (tested). Each signal gets a fresh state, as each file would: its GRUs never carry one
 signal into the next.
 """
@@ -19,7 +19,8 @@ import ctypes
 import tarfile
 
 import numpy as np
-import soxr
+
+from sepgan.audio import resample
 
 SAMPLE_RATE = 48000
 NO_ATTENUATION_LIMIT_DB = 100.0  # libDF's way of saying "no limit", as its command-line tool defaults to
@@ -101,7 +102,7 @@ class DeepFilterNet3:
         mixture = np.asarray(mixture, np.float32)
         if mixture.ndim != 1 or mixture.size == 0:
             raise ValueError(f"expected a non-empty 1-D signal, got shape {mixture.shape}")
-        x = mixture if sample_rate == SAMPLE_RATE else soxr.resample(mixture, sample_rate, SAMPLE_RATE, "VHQ")
+        x = resample(mixture, sample_rate, SAMPLE_RATE)
         frames = -(-(len(x) + self.delay) // self.frame)  # enough frames for the delayed output's last sample
         padded = np.zeros(frames * self.frame, np.float32)
         padded[: len(x)] = x
@@ -115,10 +116,8 @@ class DeepFilterNet3:
                 self._lib.df_process_frame(state, frame_in.ctypes.data_as(pointer), frame_out.ctypes.data_as(pointer))
         finally:
             self._lib.df_free(state)
-        speech = out[self.delay:self.delay + len(x)]
-        if sample_rate != SAMPLE_RATE:
-            speech = soxr.resample(speech, SAMPLE_RATE, sample_rate, "VHQ")
-        return _fit(np.asarray(speech, np.float32), len(mixture))
+        speech = resample(out[self.delay:self.delay + len(x)], SAMPLE_RATE, sample_rate)
+        return _fit(speech, len(mixture))
 
 
 def _fit(signal: np.ndarray, length: int) -> np.ndarray:
