@@ -67,13 +67,14 @@
 # As of the fourth session of 2026-11-28: `none` itself, 1000 and 2000 CPU steps from version 8 (bf16), reached 8.42
 # and 8.94 dB on its own validation (`conv`: 8.97 and 9.36); with `sepgan export-onnx --int8` it runs at 0.011-0.012 with ONNX Runtime,
 # the full half hop at 0.024-0.030 (experiments/ABLATION.md, "int8 convolutions"), so `none` stays the run to make.
-# Since the fifth session of 2026-11-28 the shipped model is version 9, at a 12 ms hop (experiment=pretrained sets
+# Since the fifth session of 2026-11-28 the shipped model is version 9 (now 10), at a 12 ms hop (experiment=pretrained sets
 # frontend.hop_length=192): a fine-tune without a hop override now runs at 12 ms; add frontend.hop_length=256 for
 # version 8's frames. At 12 ms, 2000 CPU steps levelled off at 10.20 dB on the test split (ABLATION, "a 12 ms hop"),
 # so a GPU's steps at 12 ms (EXTRA="data.augment.snr_db=[-5,15] optim.optimizer.lr=1e-4") are the other run worth making.
-# Since 2026-12-07: train on 4 s mixtures. 1000 CPU steps of 6 x 4 s gained 0.15 dB and 0.05 PESQ on the test split
-# against the same steps on 3 s (ABLATION, "training mixtures as long as the scored ones"), so add
-# "data.segment_seconds=4.0" to EXTRA (keeping BATCH's seconds of audio per step about the same).
+# Since 2026-12-07 the shipped model is version 10, trained on 4 s mixtures: 1000 CPU steps of 6 x 4 s gained 0.15 dB
+# and 0.05 PESQ on the test split against the same steps on 3 s (ABLATION, "training mixtures as long as the scored
+# ones"), and experiment=pretrained now sets data.segment_seconds=4.0, so BATCH=32 here is 128 s of audio a step
+# (BATCH=24 keeps the 96 s of the 3 s runs); a second CPU part on 4 s added nothing clear.
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
 MAX_TIME=${MAX_TIME:-00:00:07:00}
