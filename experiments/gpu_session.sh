@@ -67,7 +67,7 @@
 # As of the fourth session of 2026-11-28: `none` itself, 1000 and 2000 CPU steps from version 8 (bf16), reached 8.42
 # and 8.94 dB on its own validation (`conv`: 8.97 and 9.36); with `sepgan export-onnx --int8` it runs at 0.011-0.012 with ONNX Runtime,
 # the full half hop at 0.024-0.030 (experiments/ABLATION.md, "int8 convolutions"), so `none` stays the run to make.
-# Since the fifth session of 2026-11-28 the shipped model is version 9 (now 10), at a 12 ms hop (experiment=pretrained sets
+# Since the fifth session of 2026-11-28 the shipped model works at a 12 ms hop (versions 9 and 10; experiment=pretrained sets
 # frontend.hop_length=192): a fine-tune without a hop override now runs at 12 ms; add frontend.hop_length=256 for
 # version 8's frames. At 12 ms, 2000 CPU steps levelled off at 10.20 dB on the test split (ABLATION, "a 12 ms hop"),
 # so a GPU's steps at 12 ms (EXTRA="data.augment.snr_db=[-5,15] optim.optimizer.lr=1e-4") are the other run worth making.
