@@ -74,7 +74,9 @@
 # Since 2026-12-07 the shipped model is version 10, trained on 4 s mixtures: 1000 CPU steps of 6 x 4 s gained 0.15 dB
 # and 0.05 PESQ on the test split against the same steps on 3 s (ABLATION, "training mixtures as long as the scored
 # ones"), and experiment=pretrained now sets data.segment_seconds=4.0, so BATCH=32 here is 128 s of audio a step
-# (BATCH=24 keeps the 96 s of the 3 s runs); a second CPU part on 4 s added nothing clear.
+# (BATCH=24 keeps the 96 s of the 3 s runs); a second CPU part on 4 s added nothing clear. Version 11 is the mean
+# of three CPU fine-tunes of version 10 at 3e-4 (README, "The shipped model"; experiments/average_checkpoints.py):
+# fine-tunes with other seeds at that rate, averaged, are what a GPU's steps could try next.
 set -uo pipefail
 OUT=${OUT:-experiments/runs/gpu_session}
 MAX_TIME=${MAX_TIME:-00:00:07:00}
