@@ -124,7 +124,7 @@ def quantize_int8(proto, features: list[np.ndarray]):
     Weights use 7 of their 8 bits (`reduce_range`): on x86 CPUs without VNNI (AVX2 alone) ONNX Runtime
     multiplies uint8 by int8 in pairs summed into 16 bits, which saturate with full-range weights; the
     shipped model's int8 file then fell to 8-9 dB above its difference from float32 on such a machine,
-    where it keeps 23.5-24.5 dB with 7-bit weights (version 9: 26.6 with 8 bits on a CPU with VNNI).
+    where it keeps 23.5-29.8 dB with 7-bit weights (versions 9 to 11; version 9: 26.6 with 8 bits on a CPU with VNNI).
     """
     import tempfile
 
